@@ -1,0 +1,80 @@
+"""Small layers shared by the PDFNet components.
+
+All resampling in PDFNet is bilinear with ``align_corners=True`` (the official code's ``_upsample_``), so the helpers
+here fix that convention in one place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def resize(x: torch.Tensor, size: tuple[int, int] | list[int] | torch.Size) -> torch.Tensor:
+    """Bilinear resize with ``align_corners=True`` (PDFNet's only resampling mode). x: [B,C,h,w] -> [B,C,*size]."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        # F.interpolate to the same size with align_corners=True is the identity; skip the copy.
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+def resize_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Resize ``x`` [B,C,h,w] to the spatial size of ``ref`` [*,*,H,W]."""
+    return resize(x, ref.shape[-2:])
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over channels, computed in float32.
+
+    ``channels_first=True`` normalises dim 1 of ``[B,C,H,W]``; otherwise the last dim of ``[B,N,C]``.
+    eps = 1e-6 as the official code.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6, channels_first: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.channels_first = channels_first
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """``inplace=True`` (only honoured without autograd) lets the norm overwrite ``x``, which the caller owns."""
+        dim = 1 if self.channels_first else -1
+        x32 = x.float()
+        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=dim, keepdim=True) + self.eps)
+        weight = self.weight[:, None, None] if self.channels_first else self.weight
+        if torch.is_grad_enabled():
+            return weight * (x32 * inv_rms).type_as(x)
+        # Inference: same arithmetic, fewer full-size temporaries (x32 is a private copy when x is low precision).
+        out = x32.mul_(inv_rms) if (inplace or x32 is not x) else x32 * inv_rms
+        return out.to(x.dtype).mul_(weight.to(x.dtype))
+
+
+class ConvNormAct(nn.Sequential):
+    """3x3 conv -> RMSNorm (channels) -> SiLU: the official ``make_crs`` unit. [B,Cin,H,W] -> [B,Cout,H,W].
+
+    Kept as a Sequential (children ``0``, ``1``, ``2``) because that is the layout of the official state dict.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__(nn.Conv2d(in_dim, out_dim, kernel_size=3, padding=1), RMSNorm(out_dim), nn.SiLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, _ = self
+        x = norm(conv(x), inplace=True)
+        # In-place activation saves one full-size tensor at inference; autograd needs the input kept in training.
+        return F.silu(x, inplace=not torch.is_grad_enabled())
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU feed-forward without biases: ``w2(silu(w1 x) * w3 x)``. x: [..., dim]."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
