@@ -118,13 +118,17 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, region_mask: torch.Tensor | None) -> torch.Tensor:
         b, nw, n, c = x.shape
         head_dim = c // self.num_heads
+        # Windows are folded into the head dimension ([B, nW*heads, N, d]) so that the per-window mask broadcasts
+        # over the batch and SDPA can use its fused 4-D kernels instead of the slow generic path.
         qkv = self.qkv(x).view(b, nw, n, 3, self.num_heads, head_dim).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv.unbind(0)  # [B, nW, heads, N, d]
-        bias = self.position_bias().to(q.dtype)  # [heads, N, N]
+        q, k, v = qkv.reshape(3, b, nw * self.num_heads, n, head_dim).unbind(0)
+        bias = self.position_bias().to(q.dtype).unsqueeze(0)  # [1, heads, N, N]
         if region_mask is not None:
-            bias = bias.unsqueeze(0).masked_fill(~region_mask.unsqueeze(1), float("-inf"))  # [nW, heads, N, N]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
+            bias = bias.masked_fill(~region_mask.unsqueeze(1), float("-inf"))  # [nW, heads, N, N]
+        else:
+            bias = bias.expand(nw, -1, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.reshape(1, nw * self.num_heads, n, n))
+        return self.proj(out.view(b, nw, self.num_heads, n, head_dim).transpose(2, 3).reshape(b, nw, n, c))
 
 
 class SwinBlock(nn.Module):
@@ -228,7 +232,8 @@ class SwinEncoder(nn.Module):
         self.patch_embed = PatchEmbed(spec.embed_dim)
         self.absolute_pos_embed = nn.Parameter(torch.zeros(1, spec.embed_dim, spec.ape_grid, spec.ape_grid))
         trunc_normal_(self.absolute_pos_embed, std=0.02)
-        rates = torch.linspace(0, drop_path, sum(spec.depths)).tolist()
+        n_blocks = sum(spec.depths)
+        rates = [drop_path * i / max(1, n_blocks - 1) for i in range(n_blocks)]  # linear rule, as Swin
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(spec.depths, spec.num_heads)):
             start = sum(spec.depths[:i])

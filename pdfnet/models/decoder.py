@@ -23,27 +23,52 @@ def _align_corners_taps(n_in: int, n_out: int, device: torch.device) -> tuple[to
     return i0, i1, (src - i0).float()
 
 
-def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv(resize(x, 4x))`` for a 4x4/stride-4 conv, without building the 16x larger upsampled input.
+def resize_rows(x: torch.Tensor, size: tuple[int, int], row_start: int, row_stop: int) -> torch.Tensor:
+    """Rows [row_start, row_stop) of ``resize(x, size)`` (bilinear, align_corners=True) without the full resize.
 
-    x: [B,Cin,H,W] -> [B,Cout,H,W]. Output pixel (i, j) of the strided conv sees upsampled rows 4i..4i+3 and
-    columns 4j..4j+3; each of those 16 sub-positions (a, b) is a bilinear sample of ``x`` whose taps are computed
-    here, so the conv becomes a sum of 16 1x1 convs over resampled copies of x at the input resolution. Equal to the
-    official computation up to float rounding (the official path materialises [B,6,4H,4W]: 400 MB at 1024²).
+    x: [B,C,h,w] -> [B,C,row_stop-row_start,size[1]]. Rows are blended here from their two source rows; columns go
+    through F.interpolate (with the row count unchanged, its row mapping is the identity). Equal to the full resize
+    up to float rounding.
     """
-    b, c, h, w = x.shape
-    rows, cols = _align_corners_taps(h, 4 * h, x.device), _align_corners_taps(w, 4 * w, x.device)
-    weight = conv.weight.to(x.dtype)  # [Cout, Cin, 4, 4]
-    out = None
-    for a in range(4):
-        r0, r1, rf = (t[a::4] for t in rows)
-        xa = torch.lerp(x[:, :, r0, :], x[:, :, r1, :], rf.to(x.dtype)[:, None])
-        for bb in range(4):
-            c0, c1, cf = (t[bb::4] for t in cols)
-            xab = torch.lerp(xa[..., c0], xa[..., c1], cf.to(x.dtype))
-            term = F.conv2d(xab, weight[:, :, a:a + 1, bb:bb + 1])
-            out = term if out is None else out.add_(term) if not torch.is_grad_enabled() else out + term
-    return out + conv.bias.to(x.dtype)[:, None, None]
+    i0, i1, frac = (t[row_start:row_stop] for t in _align_corners_taps(x.shape[-2], size[0], x.device))
+    rows = torch.lerp(x.index_select(2, i0), x.index_select(2, i1), frac.to(x.dtype).view(1, 1, -1, 1))
+    return F.interpolate(rows, size=(rows.shape[2], size[1]), mode="bilinear", align_corners=True)
+
+
+
+def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> torch.Tensor:
+    """``conv(resize(x, 4x))`` for a 4x4/stride-4 conv, computed in strips of output rows.
+
+    x: [B,Cin,H,W] -> [B,Cout,H,W]. Output rows [i, j) of the strided conv only see upsampled rows [4i, 4j), so each
+    strip upsamples just those rows and runs the same conv: the official arithmetic without materialising the whole
+    [B,Cin,4H,4W] input (400 MB at 1024²).
+    """
+    b, _, h, w = x.shape
+    size = (4 * h, 4 * w)
+    if torch.is_grad_enabled():
+        return torch.cat([conv(resize_rows(x, size, 4 * start, 4 * min(h, start + strip_rows)))
+                          for start in range(0, h, strip_rows)], dim=2)
+    out = x.new_empty(b, conv.out_channels, h, w)
+    for start in range(0, h, strip_rows):
+        stop = min(h, start + strip_rows)
+        out[:, :, start:stop] = conv(resize_rows(x, size, 4 * start, 4 * stop))
+    return out
+
+
+def conv_rows_inplace_(x: torch.Tensor, fn: nn.Module, halo: int = 1, strip_rows: int = 128) -> torch.Tensor:
+    """Apply a shape-preserving local op ``fn`` (receptive radius ``halo`` rows) to x [B,C,H,W] in place, strip by
+    strip, keeping a copy of the few input rows the next strip still needs. Inference only; returns x."""
+    h = x.shape[2]
+    carried = None  # original rows just above the current strip
+    for start in range(0, h, strip_rows):
+        stop = min(h, start + strip_rows)
+        below = x[:, :, start:min(h, stop + halo)]
+        block = below if carried is None else torch.cat([carried, below], dim=2)
+        top = 0 if carried is None else carried.shape[2]
+        y = fn(block)[:, :, top:top + stop - start]
+        carried = x[:, :, max(start, stop - halo):stop].clone()
+        x[:, :, start:stop] = y
+    return x
 
 
 class SegmentationDecoder(nn.Module):
@@ -90,19 +115,34 @@ class SegmentationDecoder(nn.Module):
         del img, depth, patch
 
         # Full-resolution detail path: 4x upsample + 4x4/4 conv, fused without materialising the 4x input.
-        shallow = self.shallow[1](upsample4_conv4(torch.cat([image, depth3], dim=1), self.shallow[0]))
-        half = (2 * mix.shape[-2], 2 * mix.shape[-1])
-        x = self.refine_half(resize(mix, half) + resize(shallow, half))
-        x = resize(x, (2 * x.shape[-2], 2 * x.shape[-1]))
-        if not torch.is_grad_enabled():
-            x += shallow  # in place: saves a full-resolution [B,E,H,W] tensor at inference
+        shallow = upsample4_conv4(torch.cat([image, depth3], dim=1), self.shallow[0])
+        if torch.is_grad_enabled():
+            shallow = self.shallow[1](shallow)
         else:
-            x = x + shallow
-        del shallow
-        main = self.heads[0](self.refine_full(x))
+            shallow = conv_rows_inplace_(shallow, self.shallow[1], halo=1)
+        half = (2 * mix.shape[-2], 2 * mix.shape[-1])
+        x = resize(mix, half)
+        x = self.refine_half(x + resize(shallow, half) if torch.is_grad_enabled() else x.add_(resize(shallow, half)))
+        if torch.is_grad_enabled():
+            main = self.heads[0](self.refine_full(resize(x, (h, w)) + shallow))
+        else:
+            main = self._full_res_head_in_strips(x, shallow)
         if main.shape[-2:] != (h, w):
             raise RuntimeError(f"decoder produced {tuple(main.shape[-2:])} for a {h}x{w} input")
         return [main] + [sides[i] for i in range(1, 6)]
+
+    def _full_res_head_in_strips(self, half: torch.Tensor, shallow: torch.Tensor, strip_rows: int = 128,
+                                 halo: int = 2) -> torch.Tensor:
+        """``heads[0](refine_full(resize(half, HxW) + shallow))`` by strips of rows (two 3x3 convs: halo 2), so the
+        full-resolution [B,E,H,W] sum and its refinement are never held whole. Inference only."""
+        b, _, h, w = shallow.shape
+        main = shallow.new_empty(b, 1, h, w)
+        for start in range(0, h, strip_rows):
+            stop = min(h, start + strip_rows)
+            lo, hi = max(0, start - halo), min(h, stop + halo)
+            x = resize_rows(half, (h, w), lo, hi).add_(shallow[:, :, lo:hi])
+            main[:, :, start:stop] = self.heads[0](self.refine_full(x))[:, :, start - lo:stop - lo]
+        return main
 
 
 class DepthDecoder(nn.Module):

@@ -147,19 +147,23 @@ def _read(src: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
 
 
 def load_official(src: str | os.PathLike | Mapping, variant: str | None = None,
-                  backbone: str = "swin_base_patch4_window12_384", emb_dim: int = 128) -> PDFNet:
+                  backbone: str = "swin_base_patch4_window12_384", emb_dim: int = 128,
+                  copy_tensors: bool | None = None) -> PDFNet:
     """Build a PDFNet from an official checkpoint (path or state dict) and load it strictly; eval mode.
 
     The version is detected from the keys unless ``variant`` is given. Every official key must be consumed and every
     model key filled (a v2026 checkpoint has no depth decoder: the model is then built without one). Otherwise an
-    :class:`OfficialCheckpointError` lists the offending keys with their shapes.
+    :class:`OfficialCheckpointError` lists the offending keys with their shapes. The model adopts the checkpoint's
+    tensors; ``copy_tensors`` (default: only when ``src`` is a caller's mapping) clones them first.
     """
+    owned = not isinstance(src, Mapping) if copy_tensors is None else not copy_tensors
     sd = _read(src)
     if not is_official_state_dict(sd):
         raise OfficialCheckpointError("not an official PDFNet state dict (no 'decoder.FSE_mix.*' keys)")
     variant = variant or detect_variant(sd)
     has_depth_head = any(k.startswith("depth_decoder.") for k in sd)
-    model = PDFNet(backbone=backbone, emb_dim=emb_dim, variant=variant, depth_head=has_depth_head)
+    with torch.device("meta"):  # no random init: every weight comes from the checkpoint
+        model = PDFNet(backbone=backbone, emb_dim=emb_dim, variant=variant, depth_head=has_depth_head)
     ours = convert_state_dict(sd)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(ours))
@@ -175,5 +179,7 @@ def load_official(src: str | os.PathLike | Mapping, variant: str | None = None,
         if total > 60:
             lines.append(f"  ... {total} problems in all")
         raise OfficialCheckpointError("\n".join(lines))
-    model.load_state_dict(ours, strict=True)
+    ours = {k: (v if owned else v.clone()).float().contiguous() for k, v in ours.items()}
+    model.load_state_dict(ours, strict=True, assign=True)
+    model.reset_derived_buffers()
     return model.eval()

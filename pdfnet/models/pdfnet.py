@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import SWIN_SPECS, SwinEncoder
+from .backbone import SWIN_SPECS, SwinEncoder, WindowAttention, relative_position_index
 from .blocks import ConvNormAct, resize, resize_like
 from .decoder import DepthDecoder, Pyramid, SegmentationDecoder
 from .fusion import VARIANTS
@@ -85,6 +85,12 @@ class PDFNet(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+    def reset_derived_buffers(self) -> None:
+        """Recompute buffers that are derived from the architecture, not learned (after loading onto 'meta')."""
+        for module in self.modules():
+            if isinstance(module, WindowAttention):
+                module.relative_position_index = relative_position_index(module.window)
 
     @property
     def has_depth_head(self) -> bool:

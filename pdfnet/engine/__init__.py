@@ -1,0 +1,1 @@
+"""Training, checkpointing and inference engines."""

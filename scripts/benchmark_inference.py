@@ -1,0 +1,236 @@
+#!/usr/bin/env python
+"""Inference latency and peak memory of PDFNet, ours and (optionally) the official implementation side by side.
+
+Each implementation runs in its own fresh process so that peak memory is its own. Both load the same weights (an
+official-format state dict written once to a temp file) and see the same inputs; the outputs are compared.
+
+  python scripts/benchmark_inference.py --size 1024                          # ours only, CPU float32
+  python scripts/benchmark_inference.py --size 1024 --official_dir /tmp/PDFNet  # ours vs the official code
+  python scripts/benchmark_inference.py --device cuda --dtype bf16 --batch 4 --json out.json
+
+The official code is never part of this repository: clone github.com/Tennine2077/PDFNet somewhere (it needs einops;
+matplotlib is stubbed if absent) and pass its folder. Peak memory is CUDA max-allocated on GPU, and the process
+peak RSS on CPU (reported for the whole process, and for the inference phase alone after the weights are loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rss_mib(field: str) -> float:
+    """VmRSS / VmHWM of this process in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _make_inputs(size: int, batch: int, seed: int):
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    # Smooth random images and depth: realistic value ranges, deterministic.
+    img = F.interpolate(torch.rand(batch, 3, 16, 16, generator=g), size=(size, size), mode="bilinear")
+    img = (img - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1)
+    depth = F.interpolate(torch.rand(batch, 1, 8, 8, generator=g), size=(size, size), mode="bilinear")
+    return img, depth
+
+
+def _official_model(official_dir: str):
+    """Build the official PDFNet_process without pretrained Swin weights."""
+    sys.path.insert(0, official_dir)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # the official utils import pyplot for a debug helper only
+        plt = types.ModuleType("matplotlib.pyplot")
+        sys.modules["matplotlib"] = types.ModuleType("matplotlib")
+        sys.modules["matplotlib.pyplot"] = plt
+    import argparse as ap
+
+    from args import get_args_parser  # type: ignore[import-not-found]
+    from models.PDFNet import PDF_decoder, PDF_depth_decoder, PDFNet_process  # type: ignore[import-not-found]
+    from models.swin_transformer import SwinB  # type: ignore[import-not-found]
+
+    args = ap.ArgumentParser(parents=[get_args_parser()]).parse_args([])
+    args.device = "cpu"
+    return PDFNet_process(encoder=SwinB(args=args, in_chans=3, pretrained=False), decoder=PDF_decoder(args=args),
+                          depth_decoder=PDF_depth_decoder(args=args), device="cpu", args=args)
+
+
+def run_child(opts: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    device = torch.device(opts.device)
+    t0 = time.perf_counter()
+    if opts.impl == "official":
+        torch.manual_seed(0)
+        model = _official_model(opts.official_dir)
+        if opts.weights and Path(opts.weights).exists():
+            model.load_state_dict(torch.load(opts.weights, map_location="cpu", weights_only=True), strict=True)
+        elif opts.weights:
+            torch.save(model.state_dict(), opts.weights)  # the first child writes the weights both will use
+        model = model.to(device).eval()
+
+        def infer(img, depth):
+            return model.inference(img, depth)[1]
+    else:
+        from pdfnet.models import PDFNet
+        from pdfnet.models.official import load_official
+
+        if opts.weights and Path(opts.weights).exists():
+            model = load_official(opts.weights)
+        else:
+            torch.manual_seed(0)
+            model = PDFNet(depth_head=False)
+        model = model.to(device).eval()
+
+        def infer(img, depth):
+            return model(img, depth)[0]
+    load_s = time.perf_counter() - t0
+    rss_loaded = _rss_mib("VmRSS")
+    img, depth = (t.to(device) for t in _make_inputs(opts.size, opts.batch, opts.seed))
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.dtype)
+    times = []
+    peak_reset = _reset_peak_rss() if device.type == "cpu" else False
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                                enabled=autocast_dtype is not None):
+        for i in range(opts.warmup + opts.runs):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            out = infer(img, depth)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= opts.warmup:
+                times.append(time.perf_counter() - t)
+    result = {
+        "impl": opts.impl, "size": opts.size, "batch": opts.batch, "dtype": opts.dtype, "device": str(device),
+        "threads": opts.threads, "load_s": load_s, "times_s": times, "median_s": statistics.median(times),
+        "per_image_s": statistics.median(times) / opts.batch,
+    }
+    if device.type == "cuda":
+        result["peak_mem_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        result["peak_kind"] = "cuda_max_allocated"
+    else:
+        result["rss_after_load_mib"] = rss_loaded
+        result["peak_mem_mib"] = _rss_mib("VmHWM") if peak_reset else float("nan")
+        result["peak_kind"] = "process_peak_rss_during_inference"
+        import resource
+
+        result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if opts.out_npy:
+        import numpy as np
+
+        np.save(opts.out_npy, out.float().cpu().numpy())
+    return result
+
+
+def _spawn(impl: str, opts: argparse.Namespace, workdir: Path, weights: str | None) -> dict:
+    res_path, npy = workdir / f"{impl}.json", workdir / f"{impl}.npy"
+    cmd = [sys.executable, __file__, "--_child", impl, "--size", str(opts.size), "--batch", str(opts.batch),
+           "--dtype", opts.dtype, "--device", opts.device, "--runs", str(opts.runs), "--warmup", str(opts.warmup),
+           "--threads", str(opts.threads), "--seed", str(opts.seed), "--_result", str(res_path),
+           "--_out_npy", str(npy)]
+    if opts.official_dir:
+        cmd += ["--official_dir", opts.official_dir]
+    if weights:
+        cmd += ["--_weights", weights]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0 or not res_path.exists():
+        raise SystemExit(f"benchmark of {impl} failed (exit {proc.returncode})")
+    result = json.loads(res_path.read_text())
+    result["_npy"] = str(npy)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=1024, help="square input size (multiple of 64)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--dtype", choices=("float32", "bf16", "fp16"), default="float32", help="autocast dtype")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--runs", type=int, default=3, help="timed runs (the median is reported)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--official_dir", default="", help="checkout of the official PDFNet code to compare against")
+    p.add_argument("--json", default="", help="also write the results to this JSON file")
+    p.add_argument("--workdir", default="", help="keep weights and results here; a matching official measurement "
+                   "found there is reused instead of re-run (it takes minutes on CPU)")
+    p.add_argument("--_child", dest="impl", default="", help=argparse.SUPPRESS)
+    p.add_argument("--_result", dest="result", default="", help=argparse.SUPPRESS)
+    p.add_argument("--_out_npy", dest="out_npy", default="", help=argparse.SUPPRESS)
+    p.add_argument("--_weights", dest="weights", default="", help=argparse.SUPPRESS)
+    opts = p.parse_args()
+    if opts.size % 64:
+        p.error(f"--size must be a multiple of 64, got {opts.size}")
+
+    if opts.impl:  # child process
+        Path(opts.result).write_text(json.dumps(run_child(opts)))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(opts.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = []
+        weights = None
+        if opts.official_dir:
+            weights = str(workdir / "official_weights.pth")
+            cached = workdir / "official.json"
+            settings = ("size", "batch", "dtype", "device", "threads")
+            if opts.workdir and cached.exists() and Path(weights).exists() and all(
+                    json.loads(cached.read_text()).get(k) == getattr(opts, k) for k in settings):
+                print(f"reusing the official measurement in {cached}")
+                results.append({**json.loads(cached.read_text()), "_npy": str(workdir / "official.npy")})
+            else:
+                results.append(_spawn("official", opts, workdir, weights))  # also writes the shared weights
+        results.append(_spawn("ours", opts, workdir, weights))
+        import numpy as np
+
+        print(f"\nPDFNet inference, {opts.size}x{opts.size}, batch {opts.batch}, {opts.dtype}, {opts.device}, "
+              f"{opts.threads} threads, median of {opts.runs} after {opts.warmup} warm-up")
+        print(f"{'impl':10s} {'median s':>10s} {'s/image':>10s} {'peak MiB':>10s}  peak kind")
+        for r in results:
+            print(f"{r['impl']:10s} {r['median_s']:10.2f} {r['per_image_s']:10.2f} {r['peak_mem_mib']:10.0f}  "
+                  f"{r['peak_kind']}")
+        summary = {"results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]}
+        if len(results) == 2:
+            off, ours = results
+            diff = float(np.abs(np.load(off["_npy"]) - np.load(ours["_npy"])).max())
+            summary["time_ratio"] = ours["median_s"] / off["median_s"]
+            summary["peak_mem_ratio"] = ours["peak_mem_mib"] / off["peak_mem_mib"]
+            summary["max_abs_logit_diff"] = diff
+            print(f"ratio ours/official: time {summary['time_ratio']:.2f}x, peak memory "
+                  f"{summary['peak_mem_ratio']:.2f}x; max |logit diff| {diff:.2e}")
+        if opts.json:
+            Path(opts.json).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
