@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvNormAct, resize, resize_like
+from .blocks import ConvNormAct, release_freed_memory, resize, resize_like
 from .fusion import FSE
 
 # Feature pyramids are lists [L1, L2, L3, L4, global]: L1 finest, ``global`` at the L4 resolution.
@@ -119,13 +119,19 @@ class SegmentationDecoder(nn.Module):
         if torch.is_grad_enabled():
             shallow = self.shallow[1](shallow)
         else:
+            release_freed_memory()
             shallow = conv_rows_inplace_(shallow, self.shallow[1], halo=1)
         half = (2 * mix.shape[-2], 2 * mix.shape[-1])
-        x = resize(mix, half)
-        x = self.refine_half(x + resize(shallow, half) if torch.is_grad_enabled() else x.add_(resize(shallow, half)))
         if torch.is_grad_enabled():
+            x = self.refine_half(resize(mix, half) + resize(shallow, half))
             main = self.heads[0](self.refine_full(resize(x, (h, w)) + shallow))
         else:
+            x = resize(mix, half)
+            for start in range(0, half[0], 128):  # x += resize(shallow, half), a strip at a time
+                stop = min(half[0], start + 128)
+                x[:, :, start:stop] += resize_rows(shallow, half, start, stop)
+            release_freed_memory()
+            x = conv_rows_inplace_(x, self.refine_half, halo=1)
             main = self._full_res_head_in_strips(x, shallow)
         if main.shape[-2:] != (h, w):
             raise RuntimeError(f"decoder produced {tuple(main.shape[-2:])} for a {h}x{w} input")

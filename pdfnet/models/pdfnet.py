@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .backbone import SWIN_SPECS, SwinEncoder, WindowAttention, relative_position_index
-from .blocks import ConvNormAct, resize, resize_like
+from .blocks import ConvNormAct, release_freed_memory, resize, resize_like
 from .decoder import DepthDecoder, Pyramid, SegmentationDecoder
 from .fusion import VARIANTS
 
@@ -116,6 +116,11 @@ class PDFNet(nn.Module):
             th, tw = (th + 1) // 2, (tw + 1) // 2
         return sizes + [sizes[-1]]
 
+    @staticmethod
+    def _release_if_cpu_inference(image: torch.Tensor) -> None:
+        if not torch.is_grad_enabled() and image.device.type == "cpu":
+            release_freed_memory()
+
     def check_input(self, image: torch.Tensor, depth: torch.Tensor) -> None:
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be [B,3,H,W], got {tuple(image.shape)}")
@@ -145,6 +150,7 @@ class PDFNet(nn.Module):
         img_feats = [f[:b] for f in both]
         depth_feats = [f[b:] for f in both]
         del both
+        self._release_if_cpu_inference(image)
 
         if self.use_patches:
             patch_feats = [merge_grid(f, self.patch_grid) for f in self.encode(split_grid(image, self.patch_grid))]
@@ -155,6 +161,7 @@ class PDFNet(nn.Module):
             patch_feats = [img_feats[0].new_zeros(b, f.shape[1], *size)
                            for f, size in zip(img_feats, self.patch_pyramid_sizes(h, w))]
 
+        self._release_if_cpu_inference(image)  # the encoder passes leave much freed heap behind
         seg_logits = self.decoder(image, depth3, img_feats, depth_feats, patch_feats)
         if not return_depth:
             return seg_logits
