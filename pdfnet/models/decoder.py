@@ -26,14 +26,18 @@ def _align_corners_taps(n_in: int, n_out: int, device: torch.device) -> tuple[to
 def resize_rows(x: torch.Tensor, size: tuple[int, int], row_start: int, row_stop: int) -> torch.Tensor:
     """Rows [row_start, row_stop) of ``resize(x, size)`` (bilinear, align_corners=True) without the full resize.
 
-    x: [B,C,h,w] -> [B,C,row_stop-row_start,size[1]]. Rows are blended here from their two source rows; columns go
-    through F.interpolate (with the row count unchanged, its row mapping is the identity). Equal to the full resize
-    up to float rounding.
+    x: [B,C,h,w] -> [B,C,row_stop-row_start,size[1]], in x's memory format. Rows are blended here from their two
+    source rows; columns go through F.interpolate (with the row count unchanged, its row mapping is the identity).
+    Equal to the full resize up to float rounding.
     """
     i0, i1, frac = (t[row_start:row_stop] for t in _align_corners_taps(x.shape[-2], size[0], x.device))
-    rows = torch.lerp(x.index_select(2, i0), x.index_select(2, i1), frac.to(x.dtype).view(1, 1, -1, 1))
+    if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
+        nhwc = x.permute(0, 2, 3, 1)  # gather whole rows of the channels-last memory
+        rows = torch.lerp(nhwc.index_select(1, i0), nhwc.index_select(1, i1), frac.to(x.dtype).view(1, -1, 1, 1))
+        rows = rows.permute(0, 3, 1, 2)
+    else:
+        rows = torch.lerp(x.index_select(2, i0), x.index_select(2, i1), frac.to(x.dtype).view(1, 1, -1, 1))
     return F.interpolate(rows, size=(rows.shape[2], size[1]), mode="bilinear", align_corners=True)
-
 
 
 def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> torch.Tensor:
@@ -41,14 +45,15 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
 
     x: [B,Cin,H,W] -> [B,Cout,H,W]. Output rows [i, j) of the strided conv only see upsampled rows [4i, 4j), so each
     strip upsamples just those rows and runs the same conv: the official arithmetic without materialising the whole
-    [B,Cin,4H,4W] input (400 MB at 1024²).
+    [B,Cin,4H,4W] input (400 MB at 1024²). Without autograd the result is channels-last (the fast layout for the
+    full-resolution convs that follow).
     """
     b, _, h, w = x.shape
     size = (4 * h, 4 * w)
     if torch.is_grad_enabled():
         return torch.cat([conv(resize_rows(x, size, 4 * start, 4 * min(h, start + strip_rows)))
                           for start in range(0, h, strip_rows)], dim=2)
-    out = x.new_empty(b, conv.out_channels, h, w)
+    out = torch.empty(b, conv.out_channels, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     for start in range(0, h, strip_rows):
         stop = min(h, start + strip_rows)
         out[:, :, start:stop] = conv(resize_rows(x, size, 4 * start, 4 * stop))
@@ -57,18 +62,38 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
 
 def conv_rows_inplace_(x: torch.Tensor, fn: nn.Module, halo: int = 1, strip_rows: int = 128) -> torch.Tensor:
     """Apply a shape-preserving local op ``fn`` (receptive radius ``halo`` rows) to x [B,C,H,W] in place, strip by
-    strip, keeping a copy of the few input rows the next strip still needs. Inference only; returns x."""
+    strip. Each strip's result is written back only after the next strip has read the rows it shares with it, so no
+    input rows need copying. Inference only; returns x."""
     h = x.shape[2]
-    carried = None  # original rows just above the current strip
+    if strip_rows < halo:
+        raise ValueError(f"strip_rows {strip_rows} must be >= halo {halo}")
+    pending = None
     for start in range(0, h, strip_rows):
         stop = min(h, start + strip_rows)
-        below = x[:, :, start:min(h, stop + halo)]
-        block = below if carried is None else torch.cat([carried, below], dim=2)
-        top = 0 if carried is None else carried.shape[2]
-        y = fn(block)[:, :, top:top + stop - start]
-        carried = x[:, :, max(start, stop - halo):stop].clone()
-        x[:, :, start:stop] = y
+        lo = max(0, start - halo)
+        y = fn(x[:, :, lo:min(h, stop + halo)])[:, :, start - lo:stop - lo]
+        if pending is not None:
+            x[:, :, pending[0]:pending[1]] = pending[2]
+        pending = (start, stop, y)
+    if pending is not None:
+        x[:, :, pending[0]:pending[1]] = pending[2]
     return x
+
+
+def conv3x3_to_few(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 3x3/pad-1 conv with few output channels (a logit head) as a 1x1 conv to the 9 taps, then a one-hot 3x3 sum.
+
+    Same result as ``conv(x)`` up to summation order; oneDNN is slow for 1-channel outputs on wide inputs.
+    x: [B,C,H,W] -> [B,O,H,W].
+    """
+    out_ch, in_ch, kh, kw = conv.weight.shape
+    taps = conv.weight.permute(0, 2, 3, 1).reshape(out_ch * kh * kw, in_ch, 1, 1).to(x.dtype)
+    per_tap = F.conv2d(x, taps)  # [B, O*9, H, W]
+    gather = torch.zeros(out_ch, out_ch * kh * kw, kh, kw, dtype=x.dtype, device=x.device)
+    for o in range(out_ch):
+        for k in range(kh * kw):
+            gather[o, o * kh * kw + k, k // kw, k % kw] = 1
+    return F.conv2d(per_tap, gather, conv.bias.to(x.dtype) if conv.bias is not None else None, padding=1)
 
 
 class SegmentationDecoder(nn.Module):
@@ -126,7 +151,7 @@ class SegmentationDecoder(nn.Module):
             x = self.refine_half(resize(mix, half) + resize(shallow, half))
             main = self.heads[0](self.refine_full(resize(x, (h, w)) + shallow))
         else:
-            x = resize(mix, half)
+            x = resize(mix, half).contiguous(memory_format=torch.channels_last)
             for start in range(0, half[0], 128):  # x += resize(shallow, half), a strip at a time
                 stop = min(half[0], start + 128)
                 x[:, :, start:stop] += resize_rows(shallow, half, start, stop)
@@ -147,7 +172,7 @@ class SegmentationDecoder(nn.Module):
             stop = min(h, start + strip_rows)
             lo, hi = max(0, start - halo), min(h, stop + halo)
             x = resize_rows(half, (h, w), lo, hi).add_(shallow[:, :, lo:hi])
-            main[:, :, start:stop] = self.heads[0](self.refine_full(x))[:, :, start - lo:stop - lo]
+            main[:, :, start:stop] = conv3x3_to_few(self.refine_full(x), self.heads[0])[:, :, start - lo:stop - lo]
         return main
 
 
