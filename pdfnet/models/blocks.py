@@ -64,11 +64,14 @@ class RMSNorm(nn.Module):
         """``inplace=True`` (only honoured without autograd) lets the norm overwrite ``x``, which the caller owns."""
         dim = 1 if self.channels_first else -1
         x32 = x.float()
-        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=dim, keepdim=True) + self.eps)
         weight = self.weight[:, None, None] if self.channels_first else self.weight
         if torch.is_grad_enabled():
+            inv_rms = torch.rsqrt(x32.pow(2).mean(dim=dim, keepdim=True) + self.eps)
             return weight * (x32 * inv_rms).type_as(x)
-        # Inference: same arithmetic, fewer full-size temporaries (x32 is a private copy when x is low precision).
+        # Inference: the same arithmetic with fewer full-size temporaries: the mean square comes from a norm
+        # reduction (no x**2 tensor), and x32 is overwritten when it is a private copy or the caller allows it.
+        inv_rms = torch.linalg.vector_norm(x32, dim=dim, keepdim=True).square_().div_(x32.shape[dim]).add_(
+            self.eps).rsqrt_()
         out = x32.mul_(inv_rms) if (inplace or x32 is not x) else x32 * inv_rms
         return out.to(x.dtype).mul_(weight.to(x.dtype))
 

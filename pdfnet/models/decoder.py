@@ -56,7 +56,8 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
     out = torch.empty(b, conv.out_channels, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     for start in range(0, h, strip_rows):
         stop = min(h, start + strip_rows)
-        out[:, :, start:stop] = conv(resize_rows(x, size, 4 * start, 4 * stop))
+        strip = resize_rows(x, size, 4 * start, 4 * stop).contiguous(memory_format=torch.channels_last)
+        out[:, :, start:stop] = conv(strip)
     return out
 
 
@@ -122,7 +123,9 @@ class SegmentationDecoder(nn.Module):
         self.heads = nn.ModuleList(nn.Conv2d(emb_dim, 1, 3, padding=1) for _ in range(6))
 
     def forward(self, image: torch.Tensor, depth3: torch.Tensor, img_feats: Pyramid, depth_feats: Pyramid,
-                patch_feats: Pyramid) -> list[torch.Tensor]:
+                patch_feats: Pyramid, release_inputs: bool = False) -> list[torch.Tensor]:
+        """``release_inputs=True`` (inference) empties the pyramid lists as levels are consumed, so that their
+        memory is free before the full-resolution stage; the caller must not need them afterwards."""
         h, w = image.shape[-2:]
         top = patch_feats[4]
         sides = {5: self.heads[5](resize_like(img_feats[4], top) + resize_like(depth_feats[4], top) + top)}
@@ -137,15 +140,20 @@ class SegmentationDecoder(nn.Module):
             )
             mix = self.level_mixers[level](torch.cat([resize_like(img, patch), resize_like(depth, patch), patch], 1))
             sides[level + 1] = self.heads[level + 1](mix)
+            if release_inputs:
+                for pyramid in (img_feats, depth_feats, patch_feats):
+                    pyramid[level] = pyramid[level + 1] = None
         del img, depth, patch
 
         # Full-resolution detail path: 4x upsample + 4x4/4 conv, fused without materialising the 4x input.
+        if not torch.is_grad_enabled():
+            release_freed_memory()
         shallow = upsample4_conv4(torch.cat([image, depth3], dim=1), self.shallow[0])
         if torch.is_grad_enabled():
             shallow = self.shallow[1](shallow)
         else:
             release_freed_memory()
-            shallow = conv_rows_inplace_(shallow, self.shallow[1], halo=1)
+            shallow = conv_rows_inplace_(shallow, self.shallow[1], halo=1, strip_rows=64)
         half = (2 * mix.shape[-2], 2 * mix.shape[-1])
         if torch.is_grad_enabled():
             x = self.refine_half(resize(mix, half) + resize(shallow, half))

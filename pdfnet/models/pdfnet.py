@@ -162,9 +162,11 @@ class PDFNet(nn.Module):
                            for f, size in zip(img_feats, self.patch_pyramid_sizes(h, w))]
 
         self._release_if_cpu_inference(image)  # the encoder passes leave much freed heap behind
-        seg_logits = self.decoder(image, depth3, img_feats, depth_feats, patch_feats)
         if not return_depth:
-            return seg_logits
+            # Inference needs the pyramids only inside the decoder: let it free them level by level.
+            return self.decoder(image, depth3, img_feats, depth_feats, patch_feats,
+                                release_inputs=not torch.is_grad_enabled())
+        seg_logits = self.decoder(image, depth3, img_feats, depth_feats, patch_feats)
         if self.depth_decoder is None:
             raise RuntimeError("return_depth=True needs the depth head (model.depth_head: true)")
         return seg_logits, self.depth_decoder(image, depth3, img_feats, depth_feats, patch_feats)
