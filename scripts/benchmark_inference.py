@@ -104,7 +104,8 @@ def run_child(opts: argparse.Namespace) -> dict:
             model = load_official(opts.weights)
         else:
             torch.manual_seed(0)
-            model = PDFNet(depth_head=False)
+            model = PDFNet(backbone=opts.backbone, emb_dim=128 if opts.backbone.startswith("swin_base") else 32,
+                           depth_head=False)
         model = model.to(device).eval()
 
         def infer(img, depth):
@@ -155,7 +156,7 @@ def _spawn(impl: str, opts: argparse.Namespace, workdir: Path, weights: str | No
     cmd = [sys.executable, __file__, "--_child", impl, "--size", str(opts.size), "--batch", str(opts.batch),
            "--dtype", opts.dtype, "--device", opts.device, "--runs", str(opts.runs), "--warmup", str(opts.warmup),
            "--threads", str(opts.threads), "--seed", str(opts.seed), "--_result", str(res_path),
-           "--_out_npy", str(npy)]
+           "--_out_npy", str(npy), "--backbone", opts.backbone]
     if opts.official_dir:
         cmd += ["--official_dir", opts.official_dir]
     if weights:
@@ -179,6 +180,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default="swin_base_patch4_window12_384",
+                   help="our model's backbone when run alone (the comparison always uses the paper's Swin-B)")
     p.add_argument("--official_dir", default="", help="checkout of the official PDFNet code to compare against")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     p.add_argument("--workdir", default="", help="keep weights and results here; a matching official measurement "
@@ -190,6 +193,10 @@ def main() -> None:
     opts = p.parse_args()
     if opts.size % 64:
         p.error(f"--size must be a multiple of 64, got {opts.size}")
+    if opts.official_dir and opts.backbone != "swin_base_patch4_window12_384":
+        p.error("--official_dir compares the paper's model: leave --backbone at its default")
+    if opts.official_dir and not (Path(opts.official_dir) / "models" / "PDFNet.py").is_file():
+        p.error(f"--official_dir {opts.official_dir}: no models/PDFNet.py there (clone the official repository)")
 
     if opts.impl:  # child process
         Path(opts.result).write_text(json.dumps(run_child(opts)))

@@ -88,7 +88,8 @@ def model_from_checkpoint(path: str | os.PathLike, overrides: dict[str, Any] | N
     except RuntimeError as err:
         raise CheckpointError(f"{path}: {err}") from err
     if not is_official_state_dict(sd):
-        raise CheckpointError(f"{path} is neither a PDFNet checkpoint of this project nor an official PDFNet state dict")
+        raise CheckpointError(f"{path} is neither a PDFNet checkpoint of this project nor an official PDFNet "
+                              "state dict")
     model = load_official(sd, copy_tensors=False)
     cfg = Config()
     cfg.model.variant = model.variant

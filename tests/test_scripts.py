@@ -1,0 +1,63 @@
+"""Command-line scripts of the foundation: demo, official checkpoint conversion, inference benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, official_reference
+from pdfnet.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+
+def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_demo_runs_and_reports_shapes():
+    proc = _run("scripts/demo.py", "--size", "128", "--runs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "main   logits [1, 1, 128, 128]" in proc.stdout
+    assert "ms per forward" in proc.stdout
+
+
+def test_convert_official_round_trip(tmp_path):
+    sd, case = official_reference("official_v1")
+    src = tmp_path / "PDFNet_Best.pth"
+    torch.save(sd, src)
+    out = tmp_path / "ours.pth"
+    proc = _run("scripts/convert_official.py", str(src), str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "variant v2025.03, depth head yes" in proc.stdout
+    ckpt = load_checkpoint(out)
+    assert ckpt["config"]["model"]["variant"] == "v2025.03" and "epoch" in ckpt
+    model, cfg = model_from_checkpoint(out)
+    assert cfg.model.depth_head and model.variant == "v2025.03"
+    image = torch.from_numpy(np.load(case / "in_img.npy"))
+    depth = torch.from_numpy(np.load(case / "in_depth.npy"))
+    with torch.no_grad():
+        logits = model(image, depth)[0].numpy()
+    assert np.abs(logits - np.load(case / "out_logits.npy")).max() <= 1e-4
+
+
+def test_convert_official_bad_input(tmp_path):
+    proc = _run("scripts/convert_official.py", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth"))
+    assert proc.returncode == 1 and "official checkpoint not found" in proc.stderr
+    assert not (tmp_path / "o.pth").exists()
+
+
+@pytest.mark.parametrize("size", [128])
+def test_benchmark_inference_prints_table_and_json(tmp_path, size):
+    out = tmp_path / "bench.json"
+    proc = _run("scripts/benchmark_inference.py", "--size", str(size), "--runs", "1", "--warmup", "0",
+                "--threads", "1", "--json", str(out), "--backbone", "swin_tiny_test")
+    assert proc.returncode == 0, proc.stderr
+    assert "ours" in proc.stdout and "peak MiB" in proc.stdout
+    result = json.loads(out.read_text())["results"][0]
+    assert result["impl"] == "ours" and result["median_s"] > 0 and result["peak_mem_mib"] > 0
