@@ -85,3 +85,12 @@ def test_parse_override_yaml_values():
     assert parse_override("a.b=true") == ("a.b", True)
     assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
     assert parse_override("a.b=") == ("a.b", "")
+
+
+def test_shipped_configs_load():
+    from conftest import REPO
+
+    paths = sorted((REPO / "configs").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        load_config(path)
