@@ -1,0 +1,1 @@
+"""Data: robust image/mask/depth I/O, datasets, transforms, synthetic scenes."""

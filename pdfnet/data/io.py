@@ -1,0 +1,71 @@
+"""Robust reading of images, masks and maps, and atomic writing of outputs.
+
+Masks and predicted maps are 8-bit grayscale; colour, alpha, palette and 16-bit files are converted. Files are read
+from bytes so that names with '#', spaces or non-ASCII characters work on every platform.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(OSError):
+    """A file that is missing or cannot be decoded; the message names it."""
+
+
+def read_gray_u8(path: str | os.PathLike) -> np.ndarray:
+    """Read a map as uint8 [H,W]. Colour -> luminance (OpenCV), alpha dropped, 16-bit scaled to 8-bit (>> 8)."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise ImageReadError(f"cannot read {path}: {err.strerror or err}") from err
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise ImageReadError(f"cannot decode {path} as an image (corrupt, empty or unsupported format)")
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = img[:, :, :3]
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.shape[2] == 3 else img[:, :, 0]
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"{path}: unsupported pixel type {img.dtype}")
+    return img
+
+
+def probs_to_u8(probs: np.ndarray) -> np.ndarray:
+    """Probabilities in [0,1] -> the uint8 map a saved PNG holds (round half to even, clipped)."""
+    return np.clip(np.rint(np.asarray(probs, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temp file in the target folder, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_png_u8(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Atomically write a uint8 [H,W] or [H,W,C] (RGB/RGBA order) array as PNG."""
+    if image.ndim == 3:
+        code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        image = cv2.cvtColor(image, code)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    atomic_write_bytes(path, buf.tobytes())
