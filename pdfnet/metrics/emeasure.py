@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .prepare import EPS, PreparedPair, adaptive_threshold
+from .prepare import EPS, PreparedPair, adaptive_threshold, counts_at_or_above
 
 
 def _enhanced_sum(pred_fg_gt_fg, pred_fg_gt_bg, n_fg: int, size: int):
@@ -41,7 +41,5 @@ def e_curve(pair: PreparedPair) -> np.ndarray:
 
 
 def adaptive_e(pair: PreparedPair) -> float:
-    binary = pair.pred >= adaptive_threshold(pair.pred)
-    fg_fg = int(np.count_nonzero(binary & pair.gt))
-    fg_bg = int(np.count_nonzero(binary)) - fg_fg
+    fg_fg, fg_bg = counts_at_or_above(pair, adaptive_threshold(pair))
     return float(_enhanced_sum(fg_fg, fg_bg, pair.n_fg, pair.size) / (pair.size - 1 + EPS))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .prepare import PreparedPair, adaptive_threshold
+from .prepare import PreparedPair, adaptive_threshold, counts_at_or_above
 
 BETA2 = 0.3
 
@@ -32,14 +32,13 @@ def f_from_pr(precision: np.ndarray, recall: np.ndarray, beta2: float = BETA2) -
 
 def adaptive_f(pair: PreparedPair, beta2: float = BETA2) -> float:
     """F at the adaptive threshold ``min(2 mean, 1)`` (``pred >= t``); 0 when nothing true is predicted."""
-    binary = pair.pred >= adaptive_threshold(pair.pred)
-    hit = int(np.count_nonzero(binary & pair.gt))
+    hit, false = counts_at_or_above(pair, adaptive_threshold(pair))
     if hit == 0:
         return 0.0
-    precision, recall = hit / np.count_nonzero(binary), hit / np.count_nonzero(pair.gt)
+    precision, recall = hit / (hit + false), hit / pair.n_fg
     return (1 + beta2) * precision * recall / (beta2 * precision + recall)
 
 
 def mae(pair: PreparedPair) -> float:
     """Mean absolute error between the stretched prediction and the binary GT."""
-    return float(np.mean(np.abs(pair.pred - pair.gt)))
+    return float(pair.raw_fg @ (1 - pair.values) + pair.raw_bg @ pair.values) / pair.size

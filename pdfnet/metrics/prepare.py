@@ -4,6 +4,10 @@ Conventions (PySODMetrics / BiRefNet evaluator): both maps uint8 grayscale; a pr
 the GT with ``cv2.resize(pred, (W, H), interpolation=cv2.INTER_LINEAR)``; GT foreground is ``gt > 128``; the
 prediction is divided by 255 and min-max stretched unless constant; curves use 256 thresholds on the uint8-truncated
 stretched map (index i <=> ``q >= 255 - i``).
+
+A uint8 prediction takes at most 256 values, so the stretched value, its quantised level and every per-pixel sum the
+metrics need are functions of the raw value: they are computed once per value (``values``, ``levels``) and weighted
+by the raw histograms over GT foreground and background, instead of pixel by pixel.
 """
 
 from __future__ import annotations
@@ -19,23 +23,37 @@ EPS = float(np.spacing(1))
 
 @dataclasses.dataclass
 class PreparedPair:
-    """pred: float64 [H,W] in [0,1] (stretched); gt: bool [H,W]; pred_u8/gt_u8: the raw uint8 maps (HCE reads these);
-    hist_fg/hist_bg: int64 [256] counts of the quantised map over GT foreground/background."""
+    """pred_u8/gt_u8: uint8 [H,W] (pred resized to the GT); gt: bool [H,W]; values: float64 [256], the stretched
+    prediction value of each raw value; raw_fg/raw_bg: int64 [256] raw-value counts over GT foreground/background;
+    hist_fg/hist_bg: int64 [256] counts of the quantised levels."""
 
-    pred: np.ndarray
-    gt: np.ndarray
     pred_u8: np.ndarray
     gt_u8: np.ndarray
+    gt: np.ndarray
+    values: np.ndarray
+    raw_fg: np.ndarray
+    raw_bg: np.ndarray
     hist_fg: np.ndarray
     hist_bg: np.ndarray
+    _pred: np.ndarray | None = None
+
+    @property
+    def pred(self) -> np.ndarray:
+        """Stretched prediction, float64 [H,W] in [0,1] (built on first use)."""
+        if self._pred is None:
+            self._pred = self.values[self.pred_u8]
+        return self._pred
 
     @property
     def n_fg(self) -> int:
-        return int(self.hist_fg.sum())
+        return int(self.raw_fg.sum())
 
     @property
     def size(self) -> int:
         return self.gt.size
+
+    def mean_pred(self) -> float:
+        return float((self.raw_fg + self.raw_bg) @ self.values) / self.size
 
 
 def match_size(pred_u8: np.ndarray, gt_shape: tuple[int, int]) -> np.ndarray:
@@ -45,6 +63,24 @@ def match_size(pred_u8: np.ndarray, gt_shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(pred_u8, (gt_shape[1], gt_shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
+def stretched_values(lo: int, hi: int) -> np.ndarray:
+    """float64 [256]: ``v / 255`` min-max stretched with the map's range [lo, hi], as the reference computes it."""
+    values = np.arange(256) / 255.0
+    if hi != lo:
+        values = (values - lo / 255.0) / (hi / 255.0 - lo / 255.0)
+    return values
+
+
+def masked_histogram(image_u8: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """int64 [256] histogram of a uint8 map, optionally over ``mask`` (bool or uint8) only."""
+    if image_u8.size == 0:
+        return np.zeros(256, dtype=np.int64)
+    m = None if mask is None else mask.view(np.uint8) if mask.dtype == bool else mask
+    hist = cv2.calcHist([np.ascontiguousarray(image_u8)], [0],
+                        None if m is None else np.ascontiguousarray(m), [256], [0, 256])
+    return hist.ravel().astype(np.int64)
+
+
 def prepare_pair(pred_u8: np.ndarray, gt_u8: np.ndarray) -> PreparedPair:
     """pred_u8, gt_u8: uint8 [H,W] (prediction of any size) -> :class:`PreparedPair`."""
     if pred_u8.dtype != np.uint8 or gt_u8.dtype != np.uint8 or pred_u8.ndim != 2 or gt_u8.ndim != 2:
@@ -52,16 +88,24 @@ def prepare_pair(pred_u8: np.ndarray, gt_u8: np.ndarray) -> PreparedPair:
                          f"{gt_u8.dtype} {gt_u8.shape}")
     pred_u8 = match_size(pred_u8, gt_u8.shape)
     gt = gt_u8 > 128
-    lo, hi = int(pred_u8.min()), int(pred_u8.max())
-    pred = pred_u8 / 255.0
-    if hi != lo:
-        pred = (pred - lo / 255.0) / (hi / 255.0 - lo / 255.0)
-    quantised = (pred * 255).astype(np.uint8)
-    # One pass for both histograms: bins 0..255 background, 256..511 foreground.
-    both = np.bincount((quantised.astype(np.int32) + (gt.astype(np.int32) << 8)).ravel(), minlength=512)
-    return PreparedPair(pred=pred, gt=gt, pred_u8=pred_u8, gt_u8=gt_u8, hist_fg=both[256:], hist_bg=both[:256])
+    raw_all = masked_histogram(pred_u8)
+    raw_fg = masked_histogram(pred_u8, gt)
+    raw_bg = raw_all - raw_fg
+    present = np.flatnonzero(raw_all)
+    values = stretched_values(int(present[0]), int(present[-1]))
+    levels = (values * 255).astype(np.uint8)  # the uint8-truncated stretched map, per raw value
+    hist_fg = np.bincount(levels, weights=raw_fg, minlength=256).astype(np.int64)
+    hist_bg = np.bincount(levels, weights=raw_bg, minlength=256).astype(np.int64)
+    return PreparedPair(pred_u8=pred_u8, gt_u8=gt_u8, gt=gt, values=values, raw_fg=raw_fg, raw_bg=raw_bg,
+                        hist_fg=hist_fg, hist_bg=hist_bg)
 
 
-def adaptive_threshold(pred: np.ndarray) -> float:
+def adaptive_threshold(pair: PreparedPair) -> float:
     """``min(2 * mean(pred), 1)``."""
-    return min(2.0 * float(pred.mean()), 1.0)
+    return min(2.0 * pair.mean_pred(), 1.0)
+
+
+def counts_at_or_above(pair: PreparedPair, threshold: float) -> tuple[int, int]:
+    """(# GT-foreground pixels, # GT-background pixels) with stretched prediction ``>= threshold``."""
+    above = pair.values >= threshold
+    return int(pair.raw_fg[above].sum()), int(pair.raw_bg[above].sum())

@@ -26,57 +26,69 @@ def _gaussian_kernel(size: int = 7, sigma: float = 5.0) -> np.ndarray:
 _KERNEL = _gaussian_kernel()
 
 
-# Offsets to search for a background pixel's nearest foreground pixel, nearest first; among equally near ones the
-# smallest column, then the smallest row: the choice scipy's exact feature transform makes (checked on DIS masks).
+# Offsets to a background pixel's nearest foreground pixel, by squared distance; among equally near ones the smallest
+# column first, then the smallest row: the choice scipy's exact feature transform makes (checked on DIS masks).
 _MAX_D2 = 18  # a pixel within 3 px (Chebyshev) of the foreground has its nearest foreground pixel within sqrt(18)
-_OFFSETS = sorted(((dy, dx) for dy in range(-4, 5) for dx in range(-4, 5) if dy * dy + dx * dx <= _MAX_D2),
-                  key=lambda o: (o[0] ** 2 + o[1] ** 2, o[1], o[0]))
+_OFFSETS_BY_D2: dict[int, list[tuple[int, int]]] = {}
+for _dy in range(-4, 5):
+    for _dx in range(-4, 5):
+        if 0 < _dy * _dy + _dx * _dx <= _MAX_D2:
+            _OFFSETS_BY_D2.setdefault(_dy * _dy + _dx * _dx, []).append((_dy, _dx))
+for _offsets in _OFFSETS_BY_D2.values():
+    _offsets.sort(key=lambda o: (o[1], o[0]))
 
 
-def _error_at_nearest_foreground(error: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """``error`` with each background pixel within 3 px of the foreground replaced by the error at its nearest
-    foreground pixel (the reference takes it from a full Euclidean feature transform; only these pixels reach the
-    foreground through the 7x7 smoothing, so only they are computed). Other background pixels are set to 0."""
-    band = cv2.dilate(gt.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~gt
-    out = np.where(gt, error, 0.0)
+def _nearest_foreground_values(values: np.ndarray, gt: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """[H,W] map holding, on the foreground, ``values`` (given per foreground pixel, in row-major order) and, on each
+    background pixel within 3 px of the foreground, the value of its nearest foreground pixel; 0 elsewhere.
+
+    The reference takes the nearest pixel from a full Euclidean feature transform; only these background pixels
+    reach the foreground through the 7x7 smoothing, so only they are resolved, each trying just the offsets of its
+    own (exact) distance ``dist``.
+    """
+    out = np.zeros(gt.shape)
+    out[gt] = values
+    band = cv2.dilate(gt.view(np.uint8), np.ones((7, 7), np.uint8)).view(bool) & ~gt
     ys, xs = np.nonzero(band)
     if ys.size == 0:
         return out
     pad = 4
     width = gt.shape[1] + 2 * pad
     gt_flat = np.pad(gt, pad).ravel()
-    error_flat = np.pad(error, pad).ravel()
-    todo = (ys + pad) * width + (xs + pad)  # flat indices of the pixels still looking for their nearest
-    slot = np.arange(ys.size)
-    value = np.zeros(ys.size)
-    for dy, dx in _OFFSETS:
-        candidate = todo + (dy * width + dx)
-        hit = gt_flat[candidate]
-        if hit.any():
-            value[slot[hit]] = error_flat[candidate[hit]]
-            todo, slot = todo[~hit], slot[~hit]
-            if todo.size == 0:
+    value_flat = np.pad(out, pad).ravel()
+    flat = (ys + pad) * width + (xs + pad)
+    d2 = np.rint(dist[ys, xs].astype(np.float64) ** 2).astype(np.int64)
+    found = np.zeros(ys.size)
+    for sq, offsets in _OFFSETS_BY_D2.items():
+        slot = np.flatnonzero(d2 == sq)
+        todo = flat[slot]
+        for dy, dx in offsets:
+            if slot.size == 0:
                 break
-    out[ys, xs] = value
+            candidate = todo + (dy * width + dx)
+            hit = gt_flat[candidate]
+            found[slot[hit]] = value_flat[candidate[hit]]
+            slot, todo = slot[~hit], todo[~hit]
+    out[ys, xs] = found
     return out
 
 
 def weighted_f(pair: PreparedPair, beta: float = BETA) -> float:
-    gt, pred = pair.gt, pair.pred
+    gt = pair.gt
     if pair.n_fg == 0:
         return 0.0
+    pred = pair.pred
     # Exact Euclidean distance to the nearest foreground pixel (OpenCV's exact algorithm; float32 distances).
-    dist = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
-    error = np.abs(pred - gt)
-    error_t = _error_at_nearest_foreground(error, gt)
+    dist = cv2.distanceTransform((~gt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    error_fg = 1 - pred[gt]  # |pred - 1|; on the background the error is pred itself
+    error_t = _nearest_foreground_values(error_fg, gt, dist)
     # Symmetric kernel: correlation (filter2D) equals convolution; BORDER_CONSTANT is scipy's mode='constant', cval 0.
-    smoothed = cv2.filter2D(error_t, -1, _KERNEL, borderType=cv2.BORDER_CONSTANT)
-    min_e = np.where(gt & (smoothed < error), smoothed, error)
-    importance = np.where(gt, 1.0, 2 - np.exp(np.log(0.5) / 5 * dist))
-    weighted = min_e * importance
-    weighted_fg_sum = float(weighted[gt].sum())
+    smoothed_fg = cv2.filter2D(error_t, -1, _KERNEL, borderType=cv2.BORDER_CONSTANT)[gt]
+    weighted_fg_sum = float(np.where(smoothed_fg < error_fg, smoothed_fg, error_fg).sum())
+    background = ~gt
+    importance = 2 - np.exp(np.log(0.5) / 5 * dist[background].astype(np.float64))
+    fp = float((pred[background] * importance).sum())
     tp = pair.n_fg - weighted_fg_sum
-    fp = float(weighted[~gt].sum())
     recall = 1 - weighted_fg_sum / pair.n_fg
     precision = tp / (tp + fp + EPS)
     return (1 + beta) * recall * precision / (recall + beta * precision + EPS)
