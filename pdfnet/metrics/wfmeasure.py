@@ -38,6 +38,18 @@ for _offsets in _OFFSETS_BY_D2.values():
     _offsets.sort(key=lambda o: (o[1], o[0]))
 
 
+def _distance_to_foreground(gt: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance of every pixel to the nearest foreground pixel, float64 [H,W] (0 on the foreground).
+
+    OpenCV's exact transform is fast but returns float32 that varies in the last bit between runs (it is threaded).
+    A distance is the square root of an integer, so the integer is recovered and the root taken in float64: the
+    values scipy's transform gives, deterministically. Beyond ~1000 px the rounding may be off by one, where the
+    weight ``2 - 0.5**(d/5)`` is exactly 2 in float64 anyway.
+    """
+    d32 = cv2.distanceTransform((~gt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.sqrt(np.rint(d32.astype(np.float64) ** 2))
+
+
 def _nearest_foreground_values(values: np.ndarray, gt: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """[H,W] map holding, on the foreground, ``values`` (given per foreground pixel, in row-major order) and, on each
     background pixel within 3 px of the foreground, the value of its nearest foreground pixel; 0 elsewhere.
@@ -57,7 +69,7 @@ def _nearest_foreground_values(values: np.ndarray, gt: np.ndarray, dist: np.ndar
     gt_flat = np.pad(gt, pad).ravel()
     value_flat = np.pad(out, pad).ravel()
     flat = (ys + pad) * width + (xs + pad)
-    d2 = np.rint(dist[ys, xs].astype(np.float64) ** 2).astype(np.int64)
+    d2 = np.rint(dist[ys, xs] ** 2).astype(np.int64)
     found = np.zeros(ys.size)
     for sq, offsets in _OFFSETS_BY_D2.items():
         slot = np.flatnonzero(d2 == sq)
@@ -78,15 +90,14 @@ def weighted_f(pair: PreparedPair, beta: float = BETA) -> float:
     if pair.n_fg == 0:
         return 0.0
     pred = pair.pred
-    # Exact Euclidean distance to the nearest foreground pixel (OpenCV's exact algorithm; float32 distances).
-    dist = cv2.distanceTransform((~gt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    dist = _distance_to_foreground(gt)
     error_fg = 1 - pred[gt]  # |pred - 1|; on the background the error is pred itself
     error_t = _nearest_foreground_values(error_fg, gt, dist)
     # Symmetric kernel: correlation (filter2D) equals convolution; BORDER_CONSTANT is scipy's mode='constant', cval 0.
     smoothed_fg = cv2.filter2D(error_t, -1, _KERNEL, borderType=cv2.BORDER_CONSTANT)[gt]
     weighted_fg_sum = float(np.where(smoothed_fg < error_fg, smoothed_fg, error_fg).sum())
     background = ~gt
-    importance = 2 - np.exp(np.log(0.5) / 5 * dist[background].astype(np.float64))
+    importance = 2 - np.exp(np.log(0.5) / 5 * dist[background])
     fp = float((pred[background] * importance).sum())
     tp = pair.n_fg - weighted_fg_sum
     recall = 1 - weighted_fg_sum / pair.n_fg
