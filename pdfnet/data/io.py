@@ -69,3 +69,50 @@ def write_png_u8(path: str | os.PathLike, image: np.ndarray) -> None:
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
     atomic_write_bytes(path, buf.tobytes())
+
+
+def read_rgb_u8(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as uint8 RGB [H,W,3] (EXIF orientation applied; gray and alpha converted)."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise ImageReadError(f"cannot read {path}: {err.strerror or err}") from err
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise ImageReadError(f"cannot decode {path} as an image (corrupt, empty or unsupported format)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_depth(path: str | os.PathLike) -> np.ndarray:
+    """Read a pseudo-depth map (8- or 16-bit, gray or colour) as float32 [H,W] in [0,1]."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise ImageReadError(f"cannot read {path}: {err.strerror or err}") from err
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise ImageReadError(f"cannot decode {path} as a depth map")
+    if img.ndim == 3:
+        img = img[:, :, 0]
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)
+    if scale is None:
+        raise ImageReadError(f"{path}: unsupported depth pixel type {img.dtype} (expected 8- or 16-bit)")
+    return img.astype(np.float32) / scale
+
+
+def list_images(folder: str | os.PathLike) -> dict[str, Path]:
+    """{file stem: path} of the images in ``folder`` (names may contain '#', spaces). Two files with one stem
+    (``a.png`` and ``a.jpg``) are an error, since matching is by stem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder not found: {folder}")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or path.name.startswith("."):
+            continue
+        if path.stem in found:
+            raise ValueError(f"two files named {path.stem!r} in {folder}: {found[path.stem].name} and {path.name}")
+        found[path.stem] = path
+    return found

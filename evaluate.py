@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Evaluate DIS predictions with the standard metrics (maxF, meanF, adpF, wF, MAE, Sm, meanEm, maxEm, adpEm, HCE).
+
+Saved maps of any method, matched to the GT by file stem:
+  python evaluate.py --pred_dir results/DIS-TE1 --gt_dir DIS5K/DIS-TE1/gt --json te1.json
+
+Our model (or an official checkpoint) on a DIS-5K split, with pseudo-depth maps cached in <split>/depth:
+  python evaluate.py --ckpt best.pth --split DIS-TE1 --data_root DIS5K [--tta] [--save_dir preds/]
+  --split also takes DIS-VD, DIS-TE (the four test splits and their overall) and all.
+
+Metric conventions are PySODMetrics' (HCE: the official DIS definition); ``maxF (mean-PR)`` is the official PDFNet
+protocol, reported separately. Exit status is non-zero when any image fails; the JSON is then not written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pdfnet.data.datasets import DatasetError, discover_split
+from pdfnet.data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png_u8
+from pdfnet.metrics import Evaluator
+from pdfnet.metrics.report import format_table
+
+TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pred_dir", type=Path, help="folder of predicted maps (8-bit images)")
+    src.add_argument("--ckpt", type=Path, help="our checkpoint or an official one")
+    p.add_argument("--gt_dir", type=Path, help="folder of GT masks (with --pred_dir)")
+    p.add_argument("--allow_missing", action="store_true",
+                   help="evaluate the maps present in both folders instead of failing on missing/extra files")
+    p.add_argument("--split", help="DIS-VD, DIS-TE1..4, DIS-TE or all (with --ckpt)")
+    p.add_argument("--data_root", type=Path, default=None, help="DIS-5K root (default: the checkpoint config's)")
+    p.add_argument("--depth_dir", default=None, help="depth folder name inside a split (default: config's)")
+    p.add_argument("--size", type=int, default=None, help="model input size (default: the checkpoint config's)")
+    p.add_argument("--tta", action="store_true", help="flip x scales {0.75, 1, 1.25}, as the official evaluation")
+    p.add_argument("--save_dir", type=Path, default=None, help="also save the predicted maps here (per split)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", type=Path, default=None, help="write metrics, image count and per-image values")
+    p.add_argument("--table", choices=("plain", "md"), default="plain",
+                   help="md: markdown with the paper's reported PDFNet numbers beside ours")
+    p.add_argument("--no_hce", action="store_true", help="skip HCE (the slowest metric)")
+    p.add_argument("--hce_cache", type=Path, default=Path.home() / ".cache" / "pdfnet" / "hce_skeletons",
+                   help="GT skeleton cache, keyed by mask content ('' to disable)")
+    p.add_argument("--workers", type=int, default=1, help="processes for the metrics (--pred_dir)")
+    args = p.parse_args(argv)
+    if args.pred_dir and not args.gt_dir:
+        p.error("--pred_dir needs --gt_dir")
+    if args.ckpt and not args.split:
+        p.error("--ckpt needs --split")
+    return args
+
+
+def match_by_stem(pred_dir: Path, gt_dir: Path, allow_missing: bool) -> list[tuple[str, Path, Path]]:
+    gts, preds = list_images(gt_dir), list_images(pred_dir)
+    if not gts:
+        raise ValueError(f"no GT masks in {gt_dir}")
+    missing, extra = sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
+    if (missing or extra) and not allow_missing:
+        lines = [f"predictions and GT do not match ({len(missing)} missing, {len(extra)} extra):"]
+        lines += [f"  missing prediction: {name}" for name in missing[:30]]
+        lines += [f"  prediction without GT: {name}" for name in extra[:30]]
+        lines.append("  (use --allow_missing to evaluate the common files only)")
+        raise ValueError("\n".join(lines))
+    for name in missing:
+        print(f"warning: no prediction for {name}; skipped (--allow_missing)", file=sys.stderr)
+    common = sorted(set(gts) & set(preds))
+    if not common:
+        raise ValueError(f"no prediction in {pred_dir} matches a GT file stem in {gt_dir}")
+    return [(name, preds[name], gts[name]) for name in common]
+
+
+def evaluate_folders(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    pairs = match_by_stem(args.pred_dir, args.gt_dir, args.allow_missing)
+    evaluator = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None,
+                          workers=args.workers)
+    failures: list[str] = []
+
+    def readable():
+        for name, pred_path, gt_path in pairs:
+            try:
+                yield name, read_gray_u8(pred_path), read_gray_u8(gt_path)
+            except ImageReadError as err:
+                failures.append(f"{name}: {err}")
+
+    with tqdm(total=len(pairs), desc="evaluating", unit="img") as bar:
+        evaluator.update_many(readable(), progress=lambda _: bar.update())
+    if failures:
+        return {}, failures
+    name = args.gt_dir.parent.name if args.gt_dir.name == "gt" else args.pred_dir.name  # e.g. DIS-TE1
+    return {name: evaluator.compute()}, failures
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    from pdfnet.data.io import read_depth, read_rgb_u8
+    from pdfnet.engine.inference import load_model, predict_probs
+
+    model, cfg = load_model(args.ckpt, args.device)
+    root = args.data_root or Path(cfg.data.root)
+    size = args.size or cfg.data.size
+    depth_dir = args.depth_dir or cfg.data.depth_dir
+    splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
+    results, failures = {}, []
+    overall = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
+    for split in splits:
+        samples = discover_split(root, split, depth_dir=depth_dir)
+        evaluator = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
+        for sample in tqdm(samples, desc=split, unit="img"):
+            try:
+                gt = read_gray_u8(sample.mask)
+                probs = predict_probs(model, read_rgb_u8(sample.image), read_depth(sample.depth), size, args.tta)
+            except ImageReadError as err:
+                failures.append(f"{split}/{sample.name}: {err}")
+                continue
+            pred = probs_to_u8(probs)
+            if args.save_dir:
+                write_png_u8(args.save_dir / split / f"{sample.name}.png", pred)
+            evaluator.update(pred, gt, sample.name)
+            if len(splits) > 1 and split in TEST_SPLITS:
+                overall.update(pred, gt, f"{split}/{sample.name}")
+        if failures:
+            return {}, failures
+        results[split] = evaluator.compute()
+    if len(overall):
+        results["DIS-TE"] = overall.compute()
+    return results, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        results, failures = evaluate_checkpoint(args) if args.ckpt else evaluate_folders(args)
+    except (ValueError, FileNotFoundError, DatasetError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if failures:
+        print(f"\n{len(failures)} image(s) failed; no results written:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    table = {name: r["metrics"] for name, r in results.items()}
+    print()
+    print(format_table(table, markdown=args.table == "md", with_paper=args.table == "md"))
+    if args.json:
+        payload = results[next(iter(results))] if len(results) == 1 else {"splits": results}
+        atomic_write_bytes(args.json, json.dumps(payload, indent=1).encode("utf-8"))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
