@@ -67,14 +67,14 @@ def _official_model(official_dir: str):
         plt = types.ModuleType("matplotlib.pyplot")
         sys.modules["matplotlib"] = types.ModuleType("matplotlib")
         sys.modules["matplotlib.pyplot"] = plt
-    import argparse as ap
-
-    from args import get_args_parser  # type: ignore[import-not-found]
     from models.PDFNet import PDF_decoder, PDF_depth_decoder, PDFNet_process  # type: ignore[import-not-found]
     from models.swin_transformer import SwinB  # type: ignore[import-not-found]
 
-    args = ap.ArgumentParser(parents=[get_args_parser()]).parse_args([])
-    args.device = "cpu"
+    # The model-relevant defaults of the official argument parser (identical in both official versions; the
+    # March-2025 code keeps its parser in a training script that imports the whole pipeline).
+    args = argparse.Namespace(emb=128, back_bone_channels_stage1=128, back_bone_channels_stage2=256,
+                              back_bone_channels_stage3=512, back_bone_channels_stage4=1024, drop_path=0.1,
+                              DEBUG=False, device="cpu")
     return PDFNet_process(encoder=SwinB(args=args, in_chans=3, pretrained=False), decoder=PDF_decoder(args=args),
                           depth_decoder=PDF_depth_decoder(args=args), device="cpu", args=args)
 
