@@ -85,9 +85,11 @@ def _draw_holed_blob(canvas: np.ndarray, rng: np.random.Generator) -> None:
 
 def _foreground(size: int, rng: np.random.Generator) -> np.ndarray:
     mask = np.zeros((size, size), np.uint8)
-    painters = [_draw_wires, _draw_mesh, _draw_rings, _draw_holed_blob,
-                lambda m, r: _draw_tree(m, r, (size * r.uniform(0.3, 0.7), size * 0.95), -np.pi / 2 + r.uniform(-.3, .3),
-                                        size * r.uniform(0.2, 0.35), int(r.integers(5, 8)))]
+    def tree(m: np.ndarray, r: np.random.Generator) -> None:
+        root = (size * r.uniform(0.3, 0.7), size * 0.95)
+        _draw_tree(m, r, root, -np.pi / 2 + r.uniform(-0.3, 0.3), size * r.uniform(0.2, 0.35), int(r.integers(5, 8)))
+
+    painters = [_draw_wires, _draw_mesh, _draw_rings, _draw_holed_blob, tree]
     for index in rng.choice(len(painters), size=int(rng.integers(2, 4)), replace=False):
         painters[index](mask, rng)
     return mask
