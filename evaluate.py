@@ -4,7 +4,8 @@
 Saved maps of any method, matched to the GT by file stem:
   python evaluate.py --pred_dir results/DIS-TE1 --gt_dir DIS5K/DIS-TE1/gt --json te1.json
 
-Our model (or an official checkpoint) on a DIS-5K split, with pseudo-depth maps cached in <split>/depth:
+Our model (or an official checkpoint) on a DIS-5K split, with pseudo-depth maps cached in <split>/depth
+(scripts/prepare_depth.py), or computed on the fly with --depth_model large:
   python evaluate.py --ckpt best.pth --split DIS-TE1 --data_root DIS5K [--tta] [--save_dir preds/]
   --split also takes DIS-VD, DIS-TE (the four test splits and their overall) and all.
 
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", help="DIS-VD, DIS-TE1..4, DIS-TE or all (with --ckpt)")
     p.add_argument("--data_root", type=Path, default=None, help="DIS-5K root (default: the checkpoint config's)")
     p.add_argument("--depth_dir", default=None, help="depth folder name inside a split (default: config's)")
+    p.add_argument("--depth_model", default=None,
+                   help="compute depth with Depth Anything V2 (folder, hub id, small/base/large) for splits "
+                        "without cached maps")
     p.add_argument("--size", type=int, default=None, help="model input size (default: the checkpoint config's)")
     p.add_argument("--tta", action="store_true", help="flip x scales {0.75, 1, 1.25}, as the official evaluation")
     p.add_argument("--save_dir", type=Path, default=None, help="also save the predicted maps here (per split)")
@@ -108,15 +112,23 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
     size = args.size or cfg.data.size
     depth_dir = args.depth_dir or cfg.data.depth_dir
     splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
+    estimator = None
+    if args.depth_model:
+        from pdfnet.depth import DepthEstimator
+
+        estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
     results, failures = {}, []
     overall = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
     for split in splits:
-        samples = discover_split(root, split, depth_dir=depth_dir)
+        cached = (Path(root) / split / depth_dir).is_dir()
+        samples = discover_split(root, split, depth_dir=depth_dir, need_depth=cached or estimator is None)
         evaluator = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
         for sample in tqdm(samples, desc=split, unit="img"):
             try:
                 gt = read_gray_u8(sample.mask)
-                probs = predict_probs(model, read_rgb_u8(sample.image), read_depth(sample.depth), size, args.tta)
+                image = read_rgb_u8(sample.image)
+                depth = read_depth(sample.depth) if sample.depth else estimator([image])[0]
+                probs = predict_probs(model, image, depth, size, args.tta)
             except ImageReadError as err:
                 failures.append(f"{split}/{sample.name}: {err}")
                 continue

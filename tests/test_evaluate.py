@@ -151,3 +151,13 @@ def test_checkpoint_mode_missing_depth_is_a_clear_error(tiny_checkpoint, tmp_pat
     assert evaluate.main(["--ckpt", str(tiny_checkpoint), "--split", "DIS-VD", "--data_root", str(root),
                           "--device", "cpu"]) == 2
     assert "missing depth folder" in capsys.readouterr().err
+
+
+def test_checkpoint_mode_computes_missing_depth_on_the_fly(tiny_checkpoint, tiny_depth_model, tmp_path):
+    root = tmp_path / "DIS5K"
+    _make_split(root, "DIS-VD", 2, depth=False)
+    out = tmp_path / "r.json"
+    assert evaluate.main(["--ckpt", str(tiny_checkpoint), "--split", "DIS-VD", "--data_root", str(root),
+                          "--device", "cpu", "--depth_model", str(tiny_depth_model), "--json", str(out),
+                          "--no_hce"]) == 0
+    assert json.loads(out.read_text())["n_images"] == 2

@@ -23,7 +23,7 @@ from .io import atomic_write_bytes, write_png_u8
 class Scene:
     image: np.ndarray  # uint8 RGB [S,S,3]
     mask: np.ndarray   # uint8 [S,S] in {0, 255}
-    depth: np.ndarray  # uint16 [S,S], larger = farther
+    depth: np.ndarray  # uint16 [S,S], larger = nearer (Depth Anything's convention)
 
 
 def _point(rng: np.random.Generator, size: int, margin: float = 0.05) -> tuple[int, int]:
@@ -131,9 +131,10 @@ def make_scene(size: int, rng: np.random.Generator) -> Scene:
     patches = _smooth_noise(size, rng, int(rng.integers(6, 12)))[..., 0]
     steps = np.floor(patches * int(rng.integers(3, 7))) / 6.0  # piecewise-constant: discontinuities
     background = 0.55 + 0.4 * steps + rng.normal(0, 0.03, (size, size)).astype(np.float32)
-    depth = np.where(fg, plane, background).clip(0, 1)
+    distance = np.where(fg, plane, background).clip(0, 1)
+    # Stored like Depth Anything's relative depth: larger = nearer.
     return Scene(image=image.clip(0, 255).astype(np.uint8), mask=mask,
-                 depth=(depth * 65535).round().astype(np.uint16))
+                 depth=((1 - distance) * 65535).round().astype(np.uint16))
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:

@@ -1,0 +1,99 @@
+"""Depth Anything V2 through transformers: pseudo-depth maps as PDFNet expects them.
+
+Pre-processing is Depth Anything V2's own ``infer_image`` (not the transformers image processor, whose resize keeps
+the aspect ratio differently): RGB in [0,1], aspect-preserving bicubic resize so that both sides are at least
+``input_size`` (518) and multiples of 14, ImageNet normalisation; the predicted relative depth (larger = nearer) is
+resized back to the image with bilinear ``align_corners=True`` and min-max normalised per image to [0,1], as the
+official preparation notebook does before saving.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MODEL_IDS = {
+    "small": "depth-anything/Depth-Anything-V2-Small-hf",
+    "base": "depth-anything/Depth-Anything-V2-Base-hf",
+    "large": "depth-anything/Depth-Anything-V2-Large-hf",
+}
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _multiple_of(x: float, multiple: int, min_val: int) -> int:
+    y = int(round(x / multiple) * multiple)
+    return y if y >= min_val else int(math.ceil(x / multiple) * multiple)
+
+
+def lower_bound_size(height: int, width: int, input_size: int = 518, multiple: int = 14) -> tuple[int, int]:
+    """Depth Anything V2's resize target: one scale for both sides so that each is >= ``input_size``, rounded to a
+    multiple of ``multiple`` (never below ``input_size``)."""
+    scale = max(input_size / height, input_size / width)
+    return _multiple_of(scale * height, multiple, input_size), _multiple_of(scale * width, multiple, input_size)
+
+
+class DepthEstimator:
+    """Batched Depth Anything V2 inference. ``model``: a local folder (``save_pretrained`` layout), a hub id, or one
+    of ``small``/``base``/``large`` (the paper uses large). Call with uint8 RGB [H,W,3] images; returns float32 [H,W]
+    maps in [0,1] (1 = nearest)."""
+
+    def __init__(self, model: str = "large", device: str | torch.device = "auto", input_size: int = 518,
+                 half: bool = True) -> None:
+        from transformers import AutoModelForDepthEstimation
+
+        source = MODEL_IDS.get(model, model)
+        local = Path(os.path.expanduser(source))
+        if local.exists() and not (local / "config.json").is_file():
+            raise FileNotFoundError(f"{local} is not a Depth Anything model folder (no config.json)")
+        try:
+            self.model = AutoModelForDepthEstimation.from_pretrained(str(local) if local.exists() else source)
+        except OSError as err:
+            raise RuntimeError(f"could not load the Depth Anything model {source!r}: {err}. Offline? Download it once "
+                               "(e.g. `huggingface-cli download depth-anything/Depth-Anything-V2-Large-hf --local-dir "
+                               "DIR`) and pass the folder.") from err
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.input_size = input_size
+        self.autocast_dtype = torch.bfloat16 if (half and self.device.type == "cuda") else None
+
+    def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB [H,W,3] -> float32 [3,h,w] network input (h, w multiples of 14, both >= input_size)."""
+        h, w = lower_bound_size(*image_rgb.shape[:2], self.input_size)
+        x = cv2.resize(image_rgb.astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_CUBIC)
+        return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        inputs = [self.preprocess(im) for im in images]
+        results: list[np.ndarray | None] = [None] * len(images)
+        # Images that resize to the same shape run as one batch.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, x in enumerate(inputs):
+            groups.setdefault(x.shape[1:], []).append(i)
+        for indices in groups.values():
+            batch = torch.from_numpy(np.stack([inputs[i] for i in indices])).to(self.device)
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):
+                depth = self.model(pixel_values=batch).predicted_depth.float()  # [N,h,w]
+            for j, i in enumerate(indices):
+                h, w = images[i].shape[:2]
+                d = F.interpolate(depth[j][None, None], size=(h, w), mode="bilinear", align_corners=True)[0, 0]
+                lo, hi = d.min(), d.max()
+                d = (d - lo) / (hi - lo) if hi > lo else torch.zeros_like(d)
+                results[i] = d.cpu().numpy()
+        return results  # type: ignore[return-value]
+
+
+def depth_to_u16(depth: np.ndarray) -> np.ndarray:
+    """[0,1] float map -> uint16 (16-bit PNG storage, lossless at the model's precision)."""
+    return np.clip(np.rint(depth * 65535.0), 0, 65535).astype(np.uint16)

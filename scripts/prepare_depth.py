@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Pseudo-depth for a dataset with Depth Anything V2: <split>/<out_name>/<stem>.png, 16-bit, the image's own H x W.
+
+  python scripts/prepare_depth.py --data_root DIS5K --splits DIS-TR DIS-VD DIS-TE1 DIS-TE2 DIS-TE3 DIS-TE4
+  python scripts/prepare_depth.py --data_root DIS5K --model_size base --out_name depth_base
+  python scripts/prepare_depth.py --data_root my_data --splits train --model /models/Depth-Anything-V2-Large-hf
+
+Images are read from <split>/im (DIS-5K) or <split>/images (the official PDFNet layout). Maps that already exist
+are skipped, so an interrupted run resumes (--overwrite recomputes). Each file is written atomically. A file that
+fails is reported by name at the end (exit status 1) while the others are still written.
+
+Mapping to the official preparation notebook: it saves 8-bit JPEG maps from ViT-B into a folder named depth_large;
+here maps are lossless 16-bit PNG and the folder name is yours (--out_name, default 'depth'; e.g. depth_large for
+--model_size large). Values: min-max normalised per image, 1 = nearest, as the notebook's before its 8-bit rounding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from pdfnet.data.io import ImageReadError, atomic_write_bytes, list_images, read_rgb_u8
+from pdfnet.depth.anything import MODEL_IDS, DepthEstimator, depth_to_u16
+
+DEFAULT_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
+
+
+def image_folder(split_dir: Path, image_dir: str | None) -> Path:
+    if image_dir:
+        return split_dir / image_dir
+    for name in ("im", "images"):
+        if (split_dir / name).is_dir():
+            return split_dir / name
+    raise FileNotFoundError(f"no image folder in {split_dir} (expected 'im' or 'images'; set --image_dir)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_root", type=Path, required=True)
+    p.add_argument("--splits", nargs="+", default=None, help="split folders (default: the DIS-5K splits present)")
+    p.add_argument("--model", default=None, help="local Depth Anything folder or hub id (overrides --model_size)")
+    p.add_argument("--model_size", choices=sorted(MODEL_IDS), default="large", help="Depth Anything V2 size")
+    p.add_argument("--input_size", type=int, default=518, help="short-side input size (multiple of 14)")
+    p.add_argument("--batch_size", type=int, default=4, help="images per forward (same-shape images batch together)")
+    p.add_argument("--out_name", default="depth", help="output folder name inside each split")
+    p.add_argument("--image_dir", default=None, help="image folder name inside each split (default: im or images)")
+    p.add_argument("--overwrite", action="store_true", help="recompute maps that already exist")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    if args.input_size % 14:
+        p.error(f"--input_size must be a multiple of 14, got {args.input_size}")
+    if args.batch_size < 1:
+        p.error("--batch_size must be >= 1")
+    if not args.data_root.is_dir():
+        print(f"error: data root not found: {args.data_root}", file=sys.stderr)
+        return 2
+    splits = args.splits or [s for s in DEFAULT_SPLITS if (args.data_root / s).is_dir()]
+    if not splits:
+        print(f"error: no DIS-5K split folders in {args.data_root}; name them with --splits", file=sys.stderr)
+        return 2
+
+    jobs: list[tuple[Path, Path]] = []
+    for split in splits:
+        try:
+            images = list_images(image_folder(args.data_root / split, args.image_dir))
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        out_dir = args.data_root / split / args.out_name
+        jobs += [(path, out_dir / f"{stem}.png") for stem, path in images.items()]
+    todo = [(src, dst) for src, dst in jobs if args.overwrite or not dst.exists()]
+    print(f"{len(jobs)} images in {len(splits)} split(s); {len(jobs) - len(todo)} maps already exist, "
+          f"{len(todo)} to compute")
+    if not todo:
+        return 0
+    try:
+        estimator = DepthEstimator(args.model or args.model_size, device=args.device, input_size=args.input_size)
+    except (RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    failures: list[str] = []
+    with tqdm(total=len(todo), desc="depth", unit="img") as bar:
+        for start in range(0, len(todo), args.batch_size):
+            chunk, images = [], []
+            for src, dst in todo[start:start + args.batch_size]:
+                try:
+                    images.append(read_rgb_u8(src))
+                    chunk.append(dst)
+                except ImageReadError as err:
+                    failures.append(str(err))
+                    bar.update()
+            if images:
+                for dst, depth in zip(chunk, estimator(images)):
+                    ok, png = cv2.imencode(".png", depth_to_u16(depth))
+                    if not ok:
+                        failures.append(f"could not encode {dst}")
+                        continue
+                    atomic_write_bytes(dst, png.tobytes())
+                    bar.update()
+    if failures:
+        print(f"\n{len(failures)} image(s) failed (the other maps were written):", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(todo)} depth maps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
