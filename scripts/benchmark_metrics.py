@@ -15,7 +15,6 @@ import argparse
 import json
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import cv2
@@ -25,6 +24,7 @@ from pdfnet.data.io import read_gray_u8
 from pdfnet.metrics import Evaluator
 from pdfnet.metrics.hce import gt_skeleton, hce_counts, hce_counts_reference
 from pdfnet.metrics.prepare import match_size
+from pdfnet.metrics.reference import pysodmetrics_values
 
 STANDARD = ("maxF", "meanF", "adpF", "wF", "MAE", "Sm", "meanEm", "maxEm", "adpEm")
 
@@ -44,22 +44,6 @@ def fake_prediction(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     soft = cv2.GaussianBlur(gt, (0, 0), 2.0).astype(np.float32)
     soft = np.roll(soft, int(rng.integers(-3, 4)), axis=1) + rng.normal(0, 25, gt.shape).astype(np.float32)
     return np.clip(soft, 0, 255).astype(np.uint8)
-
-
-def pysod_standard(pairs):
-    import py_sod_metrics as sod
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fm, em, sm, wfm, mae = sod.Fmeasure(), sod.Emeasure(), sod.Smeasure(), sod.WeightedFmeasure(), sod.MAE()
-    for _, pred, gt in pairs:
-        pred = match_size(pred, gt.shape)
-        for m in (fm, em, sm, wfm, mae):
-            m.step(pred, gt)
-    f, e = fm.get_results()["fm"], em.get_results()["em"]
-    return {"maxF": f["curve"].max(), "meanF": f["curve"].mean(), "adpF": f["adp"], "wF": wfm.get_results()["wfm"],
-            "MAE": mae.get_results()["mae"], "Sm": sm.get_results()["sm"], "meanEm": e["curve"].mean(),
-            "maxEm": e["curve"].max(), "adpEm": e["adp"]}
 
 
 def timed(fn):
@@ -91,7 +75,7 @@ def main() -> None:
     megapixels = np.mean([gt.size for _, _, gt in pairs]) / 1e6
     n = len(pairs)
 
-    reference, t_ref = timed(lambda: pysod_standard(pairs))
+    reference, t_ref = timed(lambda: pysodmetrics_values((pred, gt) for _, pred, gt in pairs))
     ours_std = Evaluator(hce=False)
     _, t_ours = timed(lambda: [ours_std.update(pred, gt, name) for name, pred, gt in pairs])
     ours = ours_std.compute()["metrics"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import cv2
 import numpy as np
 import pytest
@@ -13,25 +11,14 @@ from conftest import DIS_SAMPLES
 from pdfnet.data.io import probs_to_u8, read_gray_u8, write_png_u8
 from pdfnet.metrics import Evaluator, as_u8_map
 from pdfnet.metrics.hce import SkeletonCache, hce_counts, hce_counts_reference, zhang_suen_skeleton
+from pdfnet.metrics.reference import pysodmetrics_values
 
-py_sod = pytest.importorskip("py_sod_metrics")
+pytest.importorskip("py_sod_metrics")
 STANDARD = ("maxF", "meanF", "adpF", "wF", "MAE", "Sm", "meanEm", "maxEm", "adpEm")
 
 
 def _pysod(pairs) -> dict[str, float]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fm, em, sm, wfm, mae = (py_sod.Fmeasure(), py_sod.Emeasure(), py_sod.Smeasure(), py_sod.WeightedFmeasure(),
-                                py_sod.MAE())
-        for pred, gt in pairs:
-            if pred.shape != gt.shape:
-                pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
-            for m in (fm, em, sm, wfm, mae):
-                m.step(pred, gt)
-    f, e = fm.get_results()["fm"], em.get_results()["em"]
-    return {"maxF": f["curve"].max(), "meanF": f["curve"].mean(), "adpF": f["adp"], "wF": wfm.get_results()["wfm"],
-            "MAE": mae.get_results()["mae"], "Sm": sm.get_results()["sm"], "meanEm": e["curve"].mean(),
-            "maxEm": e["curve"].max(), "adpEm": e["adp"]}
+    return pysodmetrics_values(pairs)
 
 
 def _ours(pairs, hce: bool = False) -> dict[str, float]:

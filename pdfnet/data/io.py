@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -20,16 +22,22 @@ class ImageReadError(OSError):
     """A file that is missing or cannot be decoded; the message names it."""
 
 
-def read_gray_u8(path: str | os.PathLike) -> np.ndarray:
-    """Read a map as uint8 [H,W]. Colour -> luminance (OpenCV), alpha dropped, 16-bit scaled to 8-bit (>> 8)."""
+def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
+    """Decode a file with OpenCV from its bytes (so any file name works); ImageReadError names the file."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise ImageReadError(f"cannot read {path}: {err.strerror or err}") from err
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    img = cv2.imdecode(data, flags) if data.size else None
     if img is None:
         raise ImageReadError(f"cannot decode {path} as an image (corrupt, empty or unsupported format)")
+    return img
+
+
+def read_gray_u8(path: str | os.PathLike) -> np.ndarray:
+    """Read a map as uint8 [H,W]. Colour -> luminance (OpenCV), alpha dropped, 16-bit scaled to 8-bit (>> 8)."""
+    img = _decode(path, cv2.IMREAD_UNCHANGED)
     if img.ndim == 3:
         if img.shape[2] == 4:
             img = img[:, :, :3]
@@ -46,18 +54,26 @@ def probs_to_u8(probs: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(probs, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file in the target folder, then rename: readers never see a partial file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(file)`` on a temp file in the target folder, fsync, then rename over ``path``: readers (and a
+    crash at any moment) never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Atomically write ``data`` to ``path`` (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_png_u8(path: str | os.PathLike, image: np.ndarray) -> None:
@@ -73,27 +89,12 @@ def write_png_u8(path: str | os.PathLike, image: np.ndarray) -> None:
 
 def read_rgb_u8(path: str | os.PathLike) -> np.ndarray:
     """Read an image as uint8 RGB [H,W,3] (EXIF orientation applied; gray and alpha converted)."""
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise ImageReadError(f"cannot read {path}: {err.strerror or err}") from err
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise ImageReadError(f"cannot decode {path} as an image (corrupt, empty or unsupported format)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_decode(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def read_depth(path: str | os.PathLike) -> np.ndarray:
     """Read a pseudo-depth map (8- or 16-bit, gray or colour) as float32 [H,W] in [0,1]."""
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise ImageReadError(f"cannot read {path}: {err.strerror or err}") from err
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise ImageReadError(f"cannot decode {path} as a depth map")
+    img = _decode(path, cv2.IMREAD_UNCHANGED)
     if img.ndim == 3:
         img = img[:, :, 0]
     scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)

@@ -7,13 +7,13 @@ and ``epoch``; training adds optimizer/scheduler/scaler/EMA/RNG state.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
+from ..data.io import atomic_write
 from ..models import PDFNet, build_model
 from ..models.official import is_official_state_dict, load_official, unwrap_state_dict
 
@@ -25,19 +25,8 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename: a crash never leaves a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through a temp file and a rename: a crash never leaves a partial checkpoint."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def make_checkpoint(model: torch.nn.Module, cfg: Config, epoch: int = 0, **extra: Any) -> dict[str, Any]:
