@@ -108,6 +108,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
     from pdfnet.engine.inference import load_model, predict_probs
 
     model, cfg = load_model(args.ckpt, args.device)
+    # Command-line values override the checkpoint config's data/eval settings.
+    tta = args.tta or cfg.eval.tta
+    save_dir = args.save_dir or (Path(cfg.eval.save_dir) if cfg.eval.save_dir else None)
     root = args.data_root or Path(cfg.data.root)
     size = args.size or cfg.data.size
     depth_dir = args.depth_dir or cfg.data.depth_dir
@@ -121,20 +124,21 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
     overall = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
     for split in splits:
         cached = (Path(root) / split / depth_dir).is_dir()
-        samples = discover_split(root, split, depth_dir=depth_dir, need_depth=cached or estimator is None)
+        samples = discover_split(root, split, image_dir=cfg.data.image_dir, mask_dir=cfg.data.mask_dir,
+                                 depth_dir=depth_dir, need_depth=cached or estimator is None)
         evaluator = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
         for sample in tqdm(samples, desc=split, unit="img"):
             try:
                 gt = read_gray_u8(sample.mask)
                 image = read_rgb_u8(sample.image)
                 depth = read_depth(sample.depth) if sample.depth else estimator([image])[0]
-                probs = predict_probs(model, image, depth, size, args.tta)
+                probs = predict_probs(model, image, depth, size, tta)
             except ImageReadError as err:
                 failures.append(f"{split}/{sample.name}: {err}")
                 continue
             pred = probs_to_u8(probs)
-            if args.save_dir:
-                write_png_u8(args.save_dir / split / f"{sample.name}.png", pred)
+            if save_dir:
+                write_png_u8(save_dir / split / f"{sample.name}.png", pred)
             evaluator.update(pred, gt, sample.name)
             if len(splits) > 1 and split in TEST_SPLITS:
                 overall.update(pred, gt, f"{split}/{sample.name}")

@@ -269,14 +269,3 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
 
 def config_to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-
-
-def describe_config() -> str:
-    """Every knob with its default and documentation, one per line (for --help epilogs and the README)."""
-    lines = []
-    for section in dataclasses.fields(Config):
-        for f in dataclasses.fields(section.type if isinstance(section.type, type) else
-                                    typing.get_type_hints(Config)[section.name]):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {section.name}.{f.name} = {default!r}: {f.metadata.get('doc', '')}")
-    return "\n".join(lines)
