@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pdfnet.data.datasets import DatasetError, discover_split
+from pdfnet.data.datasets import DatasetError, discover, validate_samples
 from pdfnet.data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png_u8
 from pdfnet.metrics import Evaluator
 from pdfnet.metrics.report import format_table
@@ -124,8 +124,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
     overall = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
     for split in splits:
         cached = (Path(root) / split / depth_dir).is_dir()
-        samples = discover_split(root, split, image_dir=cfg.data.image_dir, mask_dir=cfg.data.mask_dir,
-                                 depth_dir=depth_dir, need_depth=cached or estimator is None)
+        samples = discover(root, split, cfg.data.layout, image_dir=cfg.data.image_dir, mask_dir=cfg.data.mask_dir,
+                           depth_dir=depth_dir, need_depth=cached or estimator is None)
+        validate_samples(samples)  # every unreadable file or size mismatch, before any inference
         evaluator = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
         for sample in tqdm(samples, desc=split, unit="img"):
             try:

@@ -53,8 +53,23 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    enabled: bool = _knob(True, "apply the official training augmentations")
+    hflip_p: float = _knob(0.5, "horizontal flip probability", min=0.0, max=1.0)
+    rotate_p: float = _knob(0.5, "rotation (with inscribed-square crop) probability", min=0.0, max=1.0)
+    rotate_max_deg: int = _knob(30, "rotation angle range in degrees: [-max, max)", min=1, max=180)
+    colour_p: float = _knob(0.5, "brightness/contrast/colour/sharpness enhancement probability", min=0.0, max=1.0)
+    gray_p: float = _knob(0.25, "grayscale probability", min=0.0, max=1.0)
+    crop_p: float = _knob(0.5, "centre up-crop probability", min=0.0, max=1.0)
+    crop_border: int = _knob(30, "up-crop removes up to this many pixels per side pair", min=0)
+
+
+@dataclass
 class DataConfig:
     root: str = _knob("data/DIS5K", "dataset root (DIS-5K layout: <root>/<split>/{im,gt,depth})")
+    layout: str = _knob("auto", "dis5k (<split>/im,gt,depth), official (<split>/images,masks,depth_large), "
+                        "list (a text file per split: 'image mask [depth]' per line), or auto",
+                        choices=("auto", "dis5k", "official", "list"))
     train_split: str = _knob("DIS-TR", "training split folder under root")
     val_split: str = _knob("DIS-VD", "validation split folder under root ('' = no validation)")
     image_dir: str = _knob("im", "image folder name inside a split")
@@ -63,7 +78,7 @@ class DataConfig:
     size: int = _knob(1024, "square training/inference size in pixels", min=128, multiple_of=64)
     num_workers: int = _knob(4, "data loader worker processes", min=0)
     cache_dir: str = _knob("", "on-disk cache of resized samples ('' = off)")
-    augment: bool = _knob(True, "official augmentations during training")
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass

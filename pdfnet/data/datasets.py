@@ -62,3 +62,78 @@ def discover_split(root: str | Path, split: str, image_dir: str = "im", mask_dir
         raise DatasetError(f"split {split} under {root} has {len(problems)} problem(s):\n  " + "\n  ".join(shown))
     return [Sample(name, path, listed.get("masks", {}).get(name), listed.get("depth", {}).get(name))
             for name, path in images.items()]
+
+
+def _detect_layout(root: Path, split: str) -> str:
+    if (root / split / "im").is_dir():
+        return "dis5k"
+    if (root / split / "images").is_dir():
+        return "official"
+    if (root / f"{split}.txt").is_file() or split.endswith(".txt"):
+        return "list"
+    raise DatasetError(f"cannot tell the layout of split {split!r} under {root}: expected {root / split}/im (DIS-5K), "
+                       f"{root / split}/images (official PDFNet) or a list file {root / split}.txt")
+
+
+def read_list_file(path: Path, need_masks: bool = True, need_depth: bool = True) -> list[Sample]:
+    """A list file: one sample per line, tab-separated ``image<TAB>mask[<TAB>depth]``, paths relative to the file.
+    Tabs (not spaces) separate fields because DIS names contain spaces. Blank lines and '#'-lines are skipped."""
+    if not path.is_file():
+        raise DatasetError(f"list file not found: {path}")
+    samples, problems = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split("\t")
+        wanted = 1 + need_masks + need_depth
+        if len(fields) < wanted:
+            problems.append(f"{path}:{number}: expected {wanted} tab-separated paths, got {len(fields)}: {line!r}")
+            continue
+        paths = [(path.parent / f.strip()) if f.strip() else None for f in fields] + [None, None]
+        image, mask, depth = paths[0], paths[1] if need_masks else None, paths[2] if len(fields) > 2 else None
+        for p in (image, mask, depth if need_depth else None):
+            if p is not None and not p.is_file():
+                problems.append(f"{path}:{number}: file not found: {p}")
+        samples.append(Sample(image.stem, image, mask, depth))
+    if problems:
+        raise DatasetError(f"list {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems[:50]))
+    if not samples:
+        raise DatasetError(f"list {path} names no samples")
+    return samples
+
+
+def discover(root: str | Path, split: str, layout: str = "auto", image_dir: str = "im", mask_dir: str = "gt",
+             depth_dir: str = "depth", need_masks: bool = True, need_depth: bool = True) -> list[Sample]:
+    """Samples of a split in any supported layout (see DataConfig.layout)."""
+    root = Path(root)
+    layout = _detect_layout(root, split) if layout == "auto" else layout
+    if layout == "list":
+        return read_list_file(Path(split) if split.endswith(".txt") else root / f"{split}.txt", need_masks,
+                              need_depth)
+    if layout == "official":
+        depth = depth_dir if (root / split / depth_dir).is_dir() else "depth_large"
+        return discover_split(root, split, "images", "masks", depth, need_masks, need_depth)
+    return discover_split(root, split, image_dir, mask_dir, depth_dir, need_masks, need_depth)
+
+
+def validate_samples(samples: list[Sample]) -> None:
+    """Open every file's header: unreadable files and image/mask/depth size mismatches are all reported at once."""
+    from PIL import Image, UnidentifiedImageError
+
+    problems = []
+    for s in samples:
+        sizes = {}
+        for kind, path in (("image", s.image), ("mask", s.mask), ("depth", s.depth)):
+            if path is None:
+                continue
+            try:
+                with Image.open(path) as im:
+                    sizes[kind] = im.size
+            except (OSError, UnidentifiedImageError) as err:
+                problems.append(f"{s.name}: unreadable {kind} {path} ({type(err).__name__})")
+        if len(set(sizes.values())) > 1:
+            shown = ", ".join(f"{k} {w}x{h}" for k, (w, h) in sizes.items())
+            problems.append(f"{s.name}: size mismatch ({shown})")
+    if problems:
+        shown = problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else [])
+        raise DatasetError(f"{len(problems)} problem(s) in {len(samples)} samples:\n  " + "\n  ".join(shown))

@@ -1,0 +1,111 @@
+"""The training/validation dataset: resized (optionally cached) samples, joint augmentation, normalisation."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import AugmentConfig
+from .datasets import Sample
+from .io import atomic_write_bytes, read_depth, read_gray_u8, read_rgb_u8
+from .transforms import JointAugment
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+class ResizedSampleCache:
+    """On-disk cache of samples resized to one size, keyed by source files (path, size in bytes, mtime) and the
+    target size. Entries are written atomically, so concurrent data-loader workers can share a folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def key(self, sample: Sample, size: int) -> str:
+        parts = [str(size)]
+        for path in (sample.image, sample.mask, sample.depth):
+            if path is not None:
+                st = Path(path).stat()
+                parts.append(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}")
+        return hashlib.sha1("\n".join(parts).encode("utf-8")).hexdigest()
+
+    def load(self, key: str) -> dict[str, np.ndarray] | None:
+        path = self.root / f"{key}.npz"
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError):
+            return None  # a damaged entry is recomputed
+
+    def store(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(self.root / f"{key}.npz", buf.getvalue())
+
+
+def load_resized(sample: Sample, size: int) -> dict[str, np.ndarray]:
+    """Decode and resize one sample: image uint8 [S,S,3] (bilinear), mask uint8 [S,S] (nearest, as the official
+    loader), depth uint16 [S,S] (bilinear), and the original [H,W]."""
+    image = read_rgb_u8(sample.image)
+    out = {"image": cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR),
+           "orig_size": np.array(image.shape[:2], np.int64)}
+    if sample.mask is not None:
+        out["mask"] = cv2.resize(read_gray_u8(sample.mask), (size, size), interpolation=cv2.INTER_NEAREST)
+    if sample.depth is not None:
+        depth = cv2.resize(read_depth(sample.depth), (size, size), interpolation=cv2.INTER_LINEAR)
+        out["depth"] = np.clip(np.rint(depth * 65535), 0, 65535).astype(np.uint16)
+    return out
+
+
+class DISDataset(Dataset):
+    """Items: ``image`` [3,S,S] ImageNet-normalised, ``depth`` [1,S,S] in [0,1], ``mask`` [1,S,S] in [0,1] (binary
+    before augmentation), ``name``, ``orig_size`` [2]. With ``augment`` the official recipe is applied with a
+    generator seeded by (seed, epoch, index): the same epoch gives the same samples in any worker, after a resume."""
+
+    def __init__(self, samples: list[Sample], size: int, augment: AugmentConfig | None = None,
+                 cache_dir: str | Path | None = None, seed: int = 0) -> None:
+        self.samples = samples
+        self.size = size
+        self.augment = JointAugment(augment) if augment is not None and augment.enabled else None
+        self.cache = ResizedSampleCache(cache_dir) if cache_dir else None
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _arrays(self, sample: Sample) -> dict[str, np.ndarray]:
+        if self.cache is None:
+            return load_resized(sample, self.size)
+        key = self.cache.key(sample, self.size)
+        arrays = self.cache.load(key)
+        if arrays is None:
+            arrays = load_resized(sample, self.size)
+            self.cache.store(key, arrays)
+        return arrays
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        arrays = self._arrays(sample)
+        item = {"image": torch.from_numpy(arrays["image"]).permute(2, 0, 1).float() / 255.0}
+        if "depth" in arrays:
+            item["depth"] = torch.from_numpy(arrays["depth"].astype(np.float32) / 65535.0)[None]
+        if "mask" in arrays:
+            item["mask"] = torch.from_numpy((arrays["mask"] > 128).astype(np.float32))[None]
+        if self.augment is not None:
+            item = self.augment(item, np.random.default_rng([self.seed, self.epoch, index]))
+        item["image"] = (item["image"] - IMAGENET_MEAN) / IMAGENET_STD
+        item["name"] = sample.name
+        item["orig_size"] = torch.from_numpy(arrays["orig_size"])
+        return item

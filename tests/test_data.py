@@ -1,0 +1,115 @@
+"""Data pipeline: layouts, up-front validation, joint augmentation alignment, determinism, cache, real samples."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import DIS_SAMPLES
+from pdfnet.config import AugmentConfig
+from pdfnet.data.dataset import DISDataset
+from pdfnet.data.datasets import DatasetError, discover, validate_samples
+from pdfnet.data.io import read_depth, write_png_u8
+from pdfnet.data.synthetic import write_split
+from pdfnet.data.transforms import JointAugment
+
+
+def _official_layout(root, split="DIS-TR", n=2):
+    for i in range(n):
+        write_png_u8(root / split / "images" / f"a #{i}.png", np.full((20, 30, 3), 100, np.uint8))
+        write_png_u8(root / split / "masks" / f"a #{i}.png", np.zeros((20, 30), np.uint8))
+        write_png_u8(root / split / "depth_large" / f"a #{i}.png", np.zeros((20, 30), np.uint8))
+
+
+def test_layouts_are_discovered(tmp_path):
+    write_split(tmp_path / "dis", "DIS-VD", 3, 64, seed=0)
+    assert [s.name for s in discover(tmp_path / "dis", "DIS-VD")] == [f"synthetic#{i:05d}" for i in range(3)]
+    _official_layout(tmp_path / "off")
+    official = discover(tmp_path / "off", "DIS-TR")
+    assert len(official) == 2 and official[0].depth.parent.name == "depth_large"
+    lst = tmp_path / "mine"
+    for name in ("x y", "z"):
+        write_png_u8(lst / "img" / f"{name}.png", np.zeros((8, 8, 3), np.uint8))
+        write_png_u8(lst / "msk" / f"{name}.png", np.zeros((8, 8), np.uint8))
+    (lst / "train.txt").write_text("# my data\nimg/x y.png\tmsk/x y.png\n\nimg/z.png\tmsk/z.png\n")
+    samples = discover(lst, "train", need_depth=False)
+    assert [s.name for s in samples] == ["x y", "z"] and samples[0].mask.name == "x y.png"
+
+
+def test_bad_list_and_unknown_layout(tmp_path):
+    (tmp_path / "train.txt").write_text("only_one_field.png\nimg/missing.png\tmsk/missing.png\n")
+    with pytest.raises(DatasetError) as err:
+        discover(tmp_path, "train", need_depth=False)
+    assert "expected 2 tab-separated paths" in str(err.value) and "file not found" in str(err.value)
+    with pytest.raises(DatasetError, match="cannot tell the layout"):
+        discover(tmp_path, "DIS-TE3")
+
+
+def test_validation_reports_every_problem(tmp_path):
+    write_split(tmp_path, "DIS-VD", 3, 64, seed=0)
+    names = sorted((tmp_path / "DIS-VD" / "gt").iterdir())
+    write_png_u8(names[0], np.zeros((32, 64), np.uint8))  # size mismatch
+    names[1].write_bytes(b"broken")  # unreadable
+    samples = discover(tmp_path, "DIS-VD")
+    with pytest.raises(DatasetError) as err:
+        validate_samples(samples)
+    text = str(err.value)
+    assert "2 problem(s)" in text and "size mismatch (image 64x64, mask 64x32, depth 64x64)" in text
+    assert "unreadable mask" in text
+
+
+def test_geometric_augmentation_keeps_maps_aligned():
+    mask = np.zeros((64, 64), np.float32)
+    cv2.circle(mask, (20, 30), 12, 1.0, -1)
+    cv2.line(mask, (0, 63), (63, 5), 1.0, 2)
+    m = torch.from_numpy(mask)[None]
+    geometric = AugmentConfig(hflip_p=1.0, rotate_p=1.0, colour_p=0.0, gray_p=0.0, crop_p=1.0)
+    for seed in range(10):
+        out = JointAugment(geometric)({"image": m.repeat(3, 1, 1), "depth": m.clone(), "mask": m.clone()},
+                                      np.random.default_rng(seed))
+        assert out["mask"].shape == (1, 64, 64)
+        assert torch.equal(out["image"][0:1], out["mask"]) and torch.equal(out["depth"], out["mask"])
+    photometric = AugmentConfig(hflip_p=0.0, rotate_p=0.0, colour_p=1.0, gray_p=1.0, crop_p=0.0)
+    out = JointAugment(photometric)({"image": torch.rand(3, 32, 32), "mask": m[:, :32, :32].clone()},
+                                    np.random.default_rng(0))
+    assert torch.equal(out["mask"], m[:, :32, :32]) and torch.allclose(out["image"][0], out["image"][1])
+
+
+def test_items_are_deterministic_per_epoch_and_cached_items_equal(tmp_path):
+    write_split(tmp_path, "DIS-TR", 2, 96, seed=1)
+    samples = discover(tmp_path, "DIS-TR")
+    plain = DISDataset(samples, 64, AugmentConfig(), seed=3)
+    cached = DISDataset(samples, 64, AugmentConfig(), cache_dir=tmp_path / "cache", seed=3)
+    a, b = plain[1], cached[1]
+    assert a["image"].shape == (3, 64, 64) and a["depth"].shape == (1, 64, 64) and a["mask"].shape == (1, 64, 64)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    assert torch.equal(cached[1]["depth"], b["depth"])  # read back from the cache
+    plain.set_epoch(1)
+    assert not torch.equal(plain[1]["image"], a["image"])
+    # A changed source file is a new cache entry, never a stale one.
+    src = samples[1].image
+    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
+    cached[1]
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_sixteen_bit_depth_round_trip(tmp_path):
+    depth = (np.arange(64 * 64, dtype=np.float64).reshape(64, 64) / (64 * 64 - 1) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "d.png"), depth)
+    assert np.array_equal(np.rint(read_depth(tmp_path / "d.png") * 65535).astype(np.uint16), depth)
+
+
+@pytest.mark.skipif(not DIS_SAMPLES.is_dir(), reason="../shared/data/dis5k-samples not available")
+def test_real_dis5k_samples_load():
+    samples = discover(DIS_SAMPLES, "DIS-TE2", need_depth=False)
+    assert len(samples) == 16 and any("#" in s.name and " " not in s.name for s in samples)
+    validate_samples(samples[:4])
+    smallest = sorted(samples, key=lambda s: s.image.stat().st_size)[:2]
+    dataset = DISDataset(smallest, 256, AugmentConfig())
+    item = dataset[0]
+    assert item["image"].shape == (3, 256, 256) and item["mask"].max() == 1 and tuple(item["orig_size"]) > (256, 256)
