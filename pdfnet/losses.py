@@ -1,0 +1,146 @@
+"""PDFNet's training losses, as the official code defines them (models/utils.py and PDFNet.py, HEAD f4e218b).
+
+All losses compute in float32 whatever the autocast dtype (logits are cast first), so they are safe under bf16/fp16.
+Shapes: logits/probabilities [B,1,H,W], mask [B,1,H,W] in [0,1], depth [B,1,H,W] in [0,1].
+
+Total (weights from :class:`pdfnet.config.LossConfig`):
+    L = Σ_i w_i [structure(p_i, m) + ssim_w · SSIM(σ(p_i), m)]
+      + integrity_w · Σ_i w_i IntegrityPrior(σ(p_i), d, m)
+      + depth_w · Σ_j w_j SiLog(σ(q_j), d)
+with w_0 = 1 for the main output and ``side_weight`` (0.5) for side outputs; every prediction is resized
+(bilinear) to the target's size first. Official weights: ssim 0.5, integrity 1/2, depth 1/10.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LossConfig
+
+SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def structure_loss(logits: torch.Tensor, mask: torch.Tensor, edge_weight: float = 5.0) -> torch.Tensor:
+    """Boundary-weighted BCE + weighted IoU. weight = 1 + edge_weight·|avgpool31(mask) − mask| (zero-padded pool);
+    wBCE = Σ w·BCE / Σ w and wIoU = 1 − (I + 1e-6)/(U − I + 1e-6) per image, then the batch mean of their sum."""
+    logits, mask = logits.float(), mask.float()
+    weight = 1 + edge_weight * (F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask).abs()
+    bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+    wbce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
+    probs = logits.sigmoid()
+    inter = (probs * mask * weight).sum(dim=(2, 3))
+    union = ((probs + mask) * weight).sum(dim=(2, 3))
+    wiou = 1 - (inter + 1e-6) / (union - inter + 1e-6)
+    return (wbce + wiou).mean()
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    g = torch.tensor([math.exp(-((x - size // 2) ** 2) / (2 * sigma**2)) for x in range(size)])
+    g = g / g.sum()
+    return (g[:, None] @ g[None, :])[None, None]  # [1,1,size,size]
+
+
+class SSIMLoss(nn.Module):
+    """1 − (1 + SSIM)/2 with an 11x11 Gaussian window (σ 1.5), zero padding, C1 = 0.01², C2 = 0.03²; SSIM averaged
+    over all pixels of the batch."""
+
+    def __init__(self, window: int = 11, sigma: float = 1.5) -> None:
+        super().__init__()
+        self.register_buffer("window", _gaussian_window(window, sigma), persistent=False)
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x, y = probs.float(), target.float()
+        c = x.shape[1]
+        win = self.window.to(x.device).expand(c, 1, -1, -1)
+        pad = win.shape[-1] // 2
+
+        def blur(t: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(t, win, padding=pad, groups=c)
+
+        mu_x, mu_y = blur(x), blur(y)
+        sigma_x = blur(x * x) - mu_x**2
+        sigma_y = blur(y * y) - mu_y**2
+        sigma_xy = blur(x * y) - mu_x * mu_y
+        c1, c2 = 0.01**2, 0.03**2
+        ssim = ((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2))
+        return 1 - (1 + ssim.mean()) / 2
+
+
+class IntegrityPriorLoss(nn.Module):
+    """The depth integrity prior: foreground depth should be smooth (close to its mean), background depth is free.
+
+    With p = σ(logits), py = m·p + (1−m)(1−p) (probability of the true class), FP = (1−py)·p, FN = (1−py)·m,
+    diff = (d − mean_fg(d))², where mean_fg is over the whole batch's GT foreground (as the official code):
+        variance = mean(−log(py + ε) · (diff·FP + (1 − diff)·FN) · py)
+        gradient = mean(−log(py + ε) · (|Sobel_x d| + |Sobel_y d|))
+    and the loss is variance + gradient. ε = 1e-8.
+    """
+
+    def __init__(self, epsilon: float = 1e-8) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+        self.register_buffer("sobel", torch.stack([SOBEL_X, SOBEL_X.t()])[:, None], persistent=False)
+
+    def forward(self, probs: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        p, d, m = probs.float(), depth.float(), mask.float()
+        py = m * p + (1 - m) * (1 - p)
+        false_pos = (1 - py) * p
+        false_neg = (1 - py) * m
+        neg_log = -torch.log(py + self.epsilon)
+        diff = (d - (d * m).sum() / (m.sum() + self.epsilon)) ** 2
+        variance = (neg_log * (diff * false_pos + (1 - diff) * false_neg) * py).mean()
+        grads = F.conv2d(d, self.sobel.to(d.device), padding=1).abs()  # [B,2,H,W]: |∂x d|, |∂y d|
+        gradient = (grads[:, 0:1] * neg_log + grads[:, 1:2] * neg_log).mean()
+        return variance + gradient
+
+
+def silog_loss(pred: torch.Tensor, target: torch.Tensor, lambd: float = 0.5, eps: float = 1e-6) -> torch.Tensor:
+    """Scale-invariant log loss: sqrt(mean(g²) − λ·mean(g)² + eps), g = log(target + eps) − log(pred + eps)."""
+    g = torch.log(target.float() + eps) - torch.log(pred.float() + eps)
+    return torch.sqrt((g**2).mean() - lambd * g.mean() ** 2 + eps)
+
+
+def _to_size(logits: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    if logits.shape[-2:] == ref.shape[-2:]:
+        return logits
+    return F.interpolate(logits.float(), size=ref.shape[-2:], mode="bilinear")
+
+
+class PDFNetLoss(nn.Module):
+    """Deep-supervised total loss. Returns (total, parts) where parts holds the detached terms ``seg``, ``main``
+    (the main output's segmentation loss), ``integrity`` and ``depth`` (0 without a depth head), unweighted."""
+
+    def __init__(self, cfg: LossConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or LossConfig()
+        self.ssim = SSIMLoss()
+        self.integrity = IntegrityPriorLoss()
+
+    def forward(self, seg_logits: list[torch.Tensor], mask: torch.Tensor, depth_target: torch.Tensor,
+                depth_logits: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        seg = integrity = depth = mask.new_zeros((), dtype=torch.float32)
+        main = None
+        for i, logits in enumerate(seg_logits):
+            weight = 1.0 if i == 0 else cfg.side_weight
+            up = _to_size(logits, mask)
+            term = structure_loss(up, mask, cfg.edge_weight) + cfg.ssim_weight * self.ssim(up.float().sigmoid(), mask)
+            seg = seg + weight * term
+            main = term if i == 0 else main
+            if cfg.integrity_weight:
+                integrity = integrity + weight * self.integrity(_to_size(logits, depth_target).float().sigmoid(),
+                                                                depth_target, mask)
+        if depth_logits and cfg.depth_weight:
+            for i, logits in enumerate(depth_logits):
+                weight = 1.0 if i == 0 else cfg.side_weight
+                depth = depth + weight * silog_loss(_to_size(logits, depth_target).float().sigmoid(), depth_target,
+                                                    cfg.silog_lambda)
+        total = seg + cfg.integrity_weight * integrity + cfg.depth_weight * depth
+        # Detached tensors, not floats: reading them is the caller's choice (a device sync on CUDA).
+        parts = {"seg": seg.detach(), "main": (main if main is not None else seg).detach(),
+                 "integrity": integrity.detach(), "depth": depth.detach()}
+        return total, parts

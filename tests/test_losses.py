@@ -1,0 +1,92 @@
+"""PDFNet losses against values computed by hand on tiny tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pdfnet.config import LossConfig
+from pdfnet.losses import IntegrityPriorLoss, PDFNetLoss, SSIMLoss, _gaussian_window, silog_loss, structure_loss
+
+
+def test_structure_loss_uniform_logits_no_edges():
+    logits, mask = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    n = 64
+    # BCE(0, 0) = log 2 everywhere, weights 1; IoU: I = 0, U = 0.5 n.
+    expected = math.log(2) + 1 - 1e-6 / (0.5 * n + 1e-6)
+    assert structure_loss(logits, mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_structure_loss_single_pixel_by_hand():
+    z = 0.7
+    w = 1 + 5 * (1 - 1 / 961)  # the zero-padded 31x31 pool sees one foreground pixel among 961
+    p = 1 / (1 + math.exp(-z))
+    bce = math.log1p(math.exp(-z))
+    expected = bce + 1 - (p * w + 1e-6) / (w + 1e-6)
+    assert structure_loss(torch.full((1, 1, 1, 1), z), torch.ones(1, 1, 1, 1)).item() == pytest.approx(expected,
+                                                                                                        rel=1e-6)
+
+
+def test_ssim_loss_identical_maps_is_zero_and_a_hand_case():
+    x = torch.rand(2, 1, 12, 12)
+    assert SSIMLoss()(x, x.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    wc = _gaussian_window()[0, 0, 5, 5].item()  # 1x1 images: only the centre tap sees the pixel
+    c1, c2 = 0.01**2, 0.03**2
+    ssim = c1 * c2 / ((wc**2 + c1) * (wc - wc**2 + c2))
+    got = SSIMLoss()(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)).item()
+    assert got == pytest.approx(1 - (1 + ssim) / 2, rel=1e-5)
+
+
+def test_integrity_prior_by_hand():
+    p = torch.tensor([[[[0.5, 0.5]]]])
+    m = torch.tensor([[[[1.0, 0.0]]]])
+    d = torch.tensor([[[[0.2, 0.6]]]])
+    nl = -math.log(0.5 + 1e-8)
+    # variance: pixel 0 (FN) nl*(1-0)*0.5*0.5, pixel 1 (FP) nl*0.16*0.25*0.5 -> mean nl*0.135
+    # gradient: Sobel-x with zero padding gives 2*0.6 and -2*0.2; Sobel-y is 0 -> mean nl*0.8
+    assert IntegrityPriorLoss()(p, d, m).item() == pytest.approx(nl * (0.135 + 0.8), rel=1e-5)
+    perfect = IntegrityPriorLoss()(m, d, m).item()
+    assert abs(perfect) < 1e-6
+
+
+def test_silog_by_hand():
+    t = torch.tensor([0.2, 0.4, 0.8])
+    assert silog_loss(t, t).item() == pytest.approx(math.sqrt(1e-6), rel=1e-4)
+    g = torch.log(t + 1e-6) - torch.log(2 * t + 1e-6)
+    expected = math.sqrt(float((g**2).mean() - 0.5 * g.mean() ** 2) + 1e-6)
+    assert silog_loss(2 * t, t).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(math.sqrt(0.5 * math.log(2) ** 2 + 1e-6), rel=1e-4)  # scale-invariant part
+
+
+def test_total_is_the_weighted_sum_with_deep_supervision():
+    torch.manual_seed(0)
+    mask = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    depth = torch.rand(2, 1, 16, 16)
+    main = torch.randn(2, 1, 16, 16)
+    side = torch.randn(2, 1, 8, 8)
+    loss = PDFNetLoss(LossConfig())
+    total, parts = loss([main, side], mask, depth, [torch.randn(2, 1, 8, 8)])
+    up = torch.nn.functional.interpolate(side, size=(16, 16), mode="bilinear")
+    seg = (structure_loss(main, mask) + 0.5 * SSIMLoss()(main.sigmoid(), mask)
+           + 0.5 * (structure_loss(up, mask) + 0.5 * SSIMLoss()(up.sigmoid(), mask)))
+    assert parts["seg"].item() == pytest.approx(seg.item(), rel=1e-6)
+    assert total.item() == pytest.approx((parts["seg"] + 0.5 * parts["integrity"] + 0.1 * parts["depth"]).item(),
+                                         rel=1e-6)
+    no_depth, parts_nd = PDFNetLoss(LossConfig(depth_weight=0.0))([main, side], mask, depth)
+    assert parts_nd["depth"].item() == 0 and no_depth.item() == pytest.approx(
+        (parts["seg"] + 0.5 * parts["integrity"]).item(), rel=1e-6)
+
+
+def test_low_precision_logits_are_safe_and_differentiable():
+    torch.manual_seed(1)
+    mask = (torch.rand(1, 1, 16, 16) > 0.5).float()
+    depth = torch.rand(1, 1, 16, 16)
+    logits = (torch.randn(1, 1, 16, 16) * 8).requires_grad_()
+    total32, _ = PDFNetLoss()([logits], mask, depth)
+    total16, _ = PDFNetLoss()([logits.bfloat16()], mask, depth)
+    assert total16.dtype == torch.float32 and torch.isfinite(total16)
+    assert total16.item() == pytest.approx(total32.item(), rel=2e-2)
+    total16.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
