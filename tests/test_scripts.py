@@ -61,3 +61,25 @@ def test_benchmark_inference_prints_table_and_json(tmp_path, size):
     assert "ours" in proc.stdout and "peak MiB" in proc.stdout
     result = json.loads(out.read_text())["results"][0]
     assert result["impl"] == "ours" and result["median_s"] > 0 and result["peak_mem_mib"] > 0
+
+
+def test_runtime_code_does_not_need_the_dev_extras():
+    """evaluate.py and the library must import and compute with only requirements.txt installed."""
+    code = (
+        "import builtins, importlib\n"
+        "real = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('skimage', 'scipy', 'py_sod_metrics', 'pytest'):\n"
+        "        raise ImportError('dev-only: ' + name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\n"
+        "for m in ('pdfnet.metrics', 'pdfnet.metrics.report', 'pdfnet.data.dataset', 'pdfnet.depth', 'pdfnet.losses',"
+        " 'pdfnet.engine.inference', 'evaluate'):\n"
+        "    importlib.import_module(m)\n"
+        "import numpy as np\n"
+        "from pdfnet.metrics import Evaluator\n"
+        "gt = np.zeros((40, 40), np.uint8); gt[10:30, 10:30] = 255\n"
+        "e = Evaluator(); e.update(gt, gt, 'a'); assert e.compute()['metrics']['HCE'] == 0\n"
+    )
+    proc = _run("-c", code)
+    assert proc.returncode == 0, proc.stderr

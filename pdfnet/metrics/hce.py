@@ -21,8 +21,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage.measure import label
-from skimage.morphology import skeletonize
 
 from ..data.io import atomic_write_bytes
 
@@ -216,6 +214,8 @@ def hce_counts(pred_u8: np.ndarray, gt_u8: np.ndarray, skeleton: np.ndarray | No
 # --- reference: the official script's semantics, literally (slow; oracle for tests and benchmarks) -----------------
 
 def _border_runs_reference(contours, mask: np.ndarray, cond: np.ndarray) -> tuple[list[np.ndarray], int]:
+    from skimage.measure import label  # the reference needs scikit-image (dev extras); the fast path does not
+
     cond = cv2.dilate(cond.astype(np.uint8), _CROSS)
     labels = label(mask)
     independent = np.ones(len(np.unique(labels)))
@@ -250,6 +250,8 @@ def hce_counts_reference(pred_u8: np.ndarray, gt_u8: np.ndarray, skeleton: np.nd
     """Same result as :func:`hce_counts`, computed as the official script does (whole-image skeletonize, skimage
     labelling, a Python loop over every contour point)."""
     if skeleton is None:
+        from skimage.morphology import skeletonize
+
         skeleton = skeletonize(gt_u8 > 128)
     tp, fp_r, fn_r = _relaxed_errors(pred_u8, gt_u8, skeleton, relax)
     fp_runs, fp_indep = _border_runs_reference(_contours(fp_r), fp_r, tp | fn_r)
