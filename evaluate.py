@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pdfnet.data.datasets import DatasetError, discover, validate_samples
-from pdfnet.data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png_u8
+from pdfnet.data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png
 from pdfnet.metrics import Evaluator
 from pdfnet.metrics.report import format_table
 
@@ -139,7 +139,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 continue
             pred = probs_to_u8(probs)
             if save_dir:
-                write_png_u8(save_dir / split / f"{sample.name}.png", pred)
+                write_png(save_dir / split / f"{sample.name}.png", pred)
             evaluator.update(pred, gt, sample.name)
             if len(splits) > 1 and split in TEST_SPLITS:
                 overall.update(pred, gt, f"{split}/{sample.name}")

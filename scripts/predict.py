@@ -27,7 +27,7 @@ from pdfnet.data.io import (
     probs_to_u8,
     read_depth,
     read_rgb_u8,
-    write_png_u8,
+    write_png,
 )
 
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ImageReadError(f"depth map for {name!r} is {depth.shape[1]}x{depth.shape[0]}, the image "
                                      f"{image.shape[1]}x{image.shape[0]}")
             mask = probs_to_u8(predict_probs(model, image, depth, size, args.tta))
-            write_png_u8(args.output / f"{name}.png", render(image, mask, args.format))
+            write_png(args.output / f"{name}.png", render(image, mask, args.format))
         except ImageReadError as err:
             failures.append(f"{name}: {err}")
     if failures:

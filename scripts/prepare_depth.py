@@ -20,10 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
-from pdfnet.data.io import ImageReadError, atomic_write_bytes, list_images, read_rgb_u8
+from pdfnet.data.io import ImageReadError, list_images, read_rgb_u8, write_png
 from pdfnet.depth.anything import MODEL_IDS, DepthEstimator, depth_to_u16
 
 DEFAULT_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
@@ -96,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                     bar.update()
             if images:
                 for dst, depth in zip(chunk, estimator(images)):
-                    ok, png = cv2.imencode(".png", depth_to_u16(depth))
-                    if not ok:
-                        failures.append(f"could not encode {dst}")
+                    try:
+                        write_png(dst, depth_to_u16(depth))
+                    except OSError as err:
+                        failures.append(str(err))
                         continue
-                    atomic_write_bytes(dst, png.tobytes())
                     bar.update()
     if failures:
         print(f"\n{len(failures)} image(s) failed (the other maps were written):", file=sys.stderr)

@@ -13,16 +13,16 @@ from conftest import DIS_SAMPLES
 from pdfnet.config import AugmentConfig
 from pdfnet.data.dataset import DISDataset
 from pdfnet.data.datasets import DatasetError, discover, validate_samples
-from pdfnet.data.io import read_depth, write_png_u8
+from pdfnet.data.io import read_depth, write_png
 from pdfnet.data.synthetic import write_split
 from pdfnet.data.transforms import JointAugment
 
 
 def _official_layout(root, split="DIS-TR", n=2):
     for i in range(n):
-        write_png_u8(root / split / "images" / f"a #{i}.png", np.full((20, 30, 3), 100, np.uint8))
-        write_png_u8(root / split / "masks" / f"a #{i}.png", np.zeros((20, 30), np.uint8))
-        write_png_u8(root / split / "depth_large" / f"a #{i}.png", np.zeros((20, 30), np.uint8))
+        write_png(root / split / "images" / f"a #{i}.png", np.full((20, 30, 3), 100, np.uint8))
+        write_png(root / split / "masks" / f"a #{i}.png", np.zeros((20, 30), np.uint8))
+        write_png(root / split / "depth_large" / f"a #{i}.png", np.zeros((20, 30), np.uint8))
 
 
 def test_layouts_are_discovered(tmp_path):
@@ -33,8 +33,8 @@ def test_layouts_are_discovered(tmp_path):
     assert len(official) == 2 and official[0].depth.parent.name == "depth_large"
     lst = tmp_path / "mine"
     for name in ("x y", "z"):
-        write_png_u8(lst / "img" / f"{name}.png", np.zeros((8, 8, 3), np.uint8))
-        write_png_u8(lst / "msk" / f"{name}.png", np.zeros((8, 8), np.uint8))
+        write_png(lst / "img" / f"{name}.png", np.zeros((8, 8, 3), np.uint8))
+        write_png(lst / "msk" / f"{name}.png", np.zeros((8, 8), np.uint8))
     (lst / "train.txt").write_text("# my data\nimg/x y.png\tmsk/x y.png\n\nimg/z.png\tmsk/z.png\n")
     samples = discover(lst, "train", need_depth=False)
     assert [s.name for s in samples] == ["x y", "z"] and samples[0].mask.name == "x y.png"
@@ -52,7 +52,7 @@ def test_bad_list_and_unknown_layout(tmp_path):
 def test_validation_reports_every_problem(tmp_path):
     write_split(tmp_path, "DIS-VD", 3, 64, seed=0)
     names = sorted((tmp_path / "DIS-VD" / "gt").iterdir())
-    write_png_u8(names[0], np.zeros((32, 64), np.uint8))  # size mismatch
+    write_png(names[0], np.zeros((32, 64), np.uint8))  # size mismatch
     names[1].write_bytes(b"broken")  # unreadable
     samples = discover(tmp_path, "DIS-VD")
     with pytest.raises(DatasetError) as err:

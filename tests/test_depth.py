@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from pdfnet.data.io import write_png_u8
+from pdfnet.data.io import write_png
 from pdfnet.depth.anything import DepthEstimator, lower_bound_size
 
 transformers = pytest.importorskip("transformers")
@@ -52,7 +52,7 @@ def test_prepare_depth_end_to_end_resume_overwrite_and_corrupt_file(tiny_depth_m
     root = tmp_path / "data"
     rng = np.random.default_rng(1)
     for name in ("a #1", "b", "c"):
-        write_png_u8(root / "DIS-VD" / "im" / f"{name}.png", rng.integers(0, 255, (30, 50, 3), dtype=np.uint8))
+        write_png(root / "DIS-VD" / "im" / f"{name}.png", rng.integers(0, 255, (30, 50, 3), dtype=np.uint8))
     (root / "DIS-VD" / "im" / "broken.jpg").write_bytes(b"not a jpeg")
     args = ["--data_root", str(root), "--model", str(tiny_depth_model), "--input_size", "56", "--device", "cpu",
             "--batch_size", "2"]

@@ -11,7 +11,7 @@ import torch
 
 import evaluate
 from pdfnet.config import Config
-from pdfnet.data.io import read_gray_u8, write_png_u8
+from pdfnet.data.io import read_gray_u8, write_png
 from pdfnet.engine.checkpoint import atomic_save, make_checkpoint
 from pdfnet.metrics import Evaluator
 from pdfnet.models import build_model
@@ -35,8 +35,8 @@ def folders(tmp_path):
     gt_dir, pred_dir = tmp_path / "DIS-TE1" / "gt", tmp_path / "preds"
     for i, name in enumerate(NAMES):
         gt, pred, _, _ = _scene(i)
-        write_png_u8(gt_dir / f"{name}.png", gt)
-        write_png_u8(pred_dir / f"{name}.png", pred)
+        write_png(gt_dir / f"{name}.png", gt)
+        write_png(pred_dir / f"{name}.png", pred)
     return pred_dir, gt_dir
 
 
@@ -109,8 +109,8 @@ def tiny_checkpoint(tmp_path):
 def _make_split(root, split: str, n: int, depth: bool = True) -> None:
     for i in range(n):
         gt, _, image, dep = _scene(10 + i)
-        write_png_u8(root / split / "im" / f"img #{i}.png", image)
-        write_png_u8(root / split / "gt" / f"img #{i}.png", gt)
+        write_png(root / split / "im" / f"img #{i}.png", image)
+        write_png(root / split / "gt" / f"img #{i}.png", gt)
         if depth:
             (root / split / "depth").mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(root / split / "depth" / f"img #{i}.png"), dep)

@@ -15,7 +15,7 @@ from pdfnet.data.io import (
     read_depth,
     read_gray_u8,
     read_rgb_u8,
-    write_png_u8,
+    write_png,
 )
 
 
@@ -35,7 +35,7 @@ def test_depth_scaling_and_rgb(tmp_path):
     cv2.imwrite(str(tmp_path / "d8.png"), np.full((4, 5), 51, np.uint8))
     assert read_depth(tmp_path / "d16.png").max() == 1.0
     assert read_depth(tmp_path / "d8.png")[0, 0] == pytest.approx(0.2)
-    write_png_u8(tmp_path / "c.png", np.dstack([np.full((3, 3), v, np.uint8) for v in (10, 20, 30)]))
+    write_png(tmp_path / "c.png", np.dstack([np.full((3, 3), v, np.uint8) for v in (10, 20, 30)]))
     assert read_rgb_u8(tmp_path / "c.png")[0, 0].tolist() == [10, 20, 30]
 
 
@@ -49,24 +49,24 @@ def test_unreadable_files_name_the_file(tmp_path):
 
 def test_probability_quantisation_and_atomic_write(tmp_path):
     assert probs_to_u8(np.array([0.0, 0.5, 1.0, 1.2, -0.1])).tolist() == [0, 128, 255, 255, 0]
-    write_png_u8(tmp_path / "sub" / "m.png", np.zeros((2, 2), np.uint8))
+    write_png(tmp_path / "sub" / "m.png", np.zeros((2, 2), np.uint8))
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["m.png"]  # no temp file left behind
 
 
 def test_listing_by_stem(tmp_path):
-    write_png_u8(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    write_png(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
     (tmp_path / "notes.txt").write_text("x")
     assert list(list_images(tmp_path)) == ["a"]
-    write_png_u8(tmp_path / "a.jpg", np.zeros((2, 2), np.uint8))
+    write_png(tmp_path / "a.jpg", np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="two files named 'a'"):
         list_images(tmp_path)
 
 
 def test_split_discovery_reports_every_problem(tmp_path):
     for name in ("x", "y"):
-        write_png_u8(tmp_path / "DIS-VD" / "im" / f"{name}.png", np.zeros((2, 2), np.uint8))
-    write_png_u8(tmp_path / "DIS-VD" / "gt" / "x.png", np.zeros((2, 2), np.uint8))
-    write_png_u8(tmp_path / "DIS-VD" / "depth" / "y.png", np.zeros((2, 2), np.uint8))
+        write_png(tmp_path / "DIS-VD" / "im" / f"{name}.png", np.zeros((2, 2), np.uint8))
+    write_png(tmp_path / "DIS-VD" / "gt" / "x.png", np.zeros((2, 2), np.uint8))
+    write_png(tmp_path / "DIS-VD" / "depth" / "y.png", np.zeros((2, 2), np.uint8))
     with pytest.raises(DatasetError) as err:
         discover_split(tmp_path, "DIS-VD")
     assert "no mask file for image 'y'" in str(err.value) and "no depth file for image 'x'" in str(err.value)

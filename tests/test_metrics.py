@@ -8,7 +8,7 @@ import pytest
 from skimage.morphology import skeletonize
 
 from conftest import DIS_SAMPLES
-from pdfnet.data.io import probs_to_u8, read_gray_u8, write_png_u8
+from pdfnet.data.io import probs_to_u8, read_gray_u8, write_png
 from pdfnet.metrics import Evaluator, as_u8_map
 from pdfnet.metrics.hce import SkeletonCache, hce_counts, hce_counts_reference, zhang_suen_skeleton
 from pdfnet.metrics.reference import pysodmetrics_values
@@ -175,7 +175,7 @@ def test_in_memory_probabilities_equal_saved_png(tmp_path):
     gt = np.zeros((50, 60), np.uint8)
     cv2.circle(gt, (30, 25), 15, 255, -1)
     probs = np.clip(cv2.GaussianBlur(gt.astype(np.float32) / 255, (0, 0), 2) + rng.normal(0, 0.05, gt.shape), 0, 1)
-    write_png_u8(tmp_path / "p.png", probs_to_u8(probs))
+    write_png(tmp_path / "p.png", probs_to_u8(probs))
     on_disk = Evaluator().update(read_gray_u8(tmp_path / "p.png"), gt, "a")
     torch = pytest.importorskip("torch")
     in_memory = Evaluator().update(torch.from_numpy(probs)[None, None], gt, "a")

@@ -76,8 +76,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-def write_png_u8(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Atomically write a uint8 [H,W] or [H,W,C] (RGB/RGBA order) array as PNG."""
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Atomically write a uint8 [H,W] or [H,W,C] (RGB/RGBA order) array, or a uint16 [H,W] map (16-bit depth), as
+    PNG."""
     if image.ndim == 3:
         code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
         image = cv2.cvtColor(image, code)

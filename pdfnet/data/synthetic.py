@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .io import atomic_write_bytes, write_png_u8
+from .io import atomic_write_bytes, write_png
 
 
 @dataclasses.dataclass
@@ -153,8 +153,5 @@ def write_split(out: str | Path, split: str, count: int, size: int, seed: int, f
         if not ok:
             raise OSError(f"could not encode {name}.jpg")
         atomic_write_bytes(base / "im" / f"{name}.jpg", jpg.tobytes())
-        write_png_u8(base / "gt" / f"{name}.png", scene.mask)
-        ok, png16 = cv2.imencode(".png", scene.depth)
-        if not ok:
-            raise OSError(f"could not encode {name}.png")
-        atomic_write_bytes(base / "depth" / f"{name}.png", png16.tobytes())
+        write_png(base / "gt" / f"{name}.png", scene.mask)
+        write_png(base / "depth" / f"{name}.png", scene.depth)
