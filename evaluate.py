@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pdfnet.cli import print_failures
 from pdfnet.data.datasets import DatasetError, discover, validate_samples
 from pdfnet.data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png
 from pdfnet.metrics import Evaluator
@@ -63,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def new_evaluator(args: argparse.Namespace, workers: int = 1) -> Evaluator:
+    """An Evaluator with the command line's HCE settings."""
+    return Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None,
+                     workers=workers)
+
+
 def match_by_stem(pred_dir: Path, gt_dir: Path, allow_missing: bool) -> list[tuple[str, Path, Path]]:
     gts, preds = list_images(gt_dir), list_images(pred_dir)
     if not gts:
@@ -84,8 +91,7 @@ def match_by_stem(pred_dir: Path, gt_dir: Path, allow_missing: bool) -> list[tup
 
 def evaluate_folders(args: argparse.Namespace) -> tuple[dict, list[str]]:
     pairs = match_by_stem(args.pred_dir, args.gt_dir, args.allow_missing)
-    evaluator = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None,
-                          workers=args.workers)
+    evaluator = new_evaluator(args, workers=args.workers)
     failures: list[str] = []
 
     def readable():
@@ -121,13 +127,13 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
         estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
     results, failures = {}, []
-    overall = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
+    overall = new_evaluator(args)
     for split in splits:
         cached = (Path(root) / split / depth_dir).is_dir()
         samples = discover(root, split, cfg.data.layout, image_dir=cfg.data.image_dir, mask_dir=cfg.data.mask_dir,
                            depth_dir=depth_dir, need_depth=cached or estimator is None)
         validate_samples(samples)  # every unreadable file or size mismatch, before any inference
-        evaluator = Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None)
+        evaluator = new_evaluator(args)
         for sample in tqdm(samples, desc=split, unit="img"):
             try:
                 gt = read_gray_u8(sample.mask)
@@ -159,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if failures:
-        print(f"\n{len(failures)} image(s) failed; no results written:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
+        print_failures(failures, f"{len(failures)} image(s) failed; no results written:")
         return 1
     table = {name: r["metrics"] for name, r in results.items()}
     print()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pdfnet.cli import print_failures
 from pdfnet.data.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -109,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImageReadError as err:
             failures.append(f"{name}: {err}")
     if failures:
-        print(f"\n{len(failures)} of {len(inputs)} image(s) failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
+        print_failures(failures, f"{len(failures)} of {len(inputs)} image(s) failed:")
         return 1
     print(f"wrote {len(inputs)} {args.format} PNG(s) to {args.output}")
     return 0

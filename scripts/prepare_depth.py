@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pdfnet.cli import print_failures
 from pdfnet.data.io import ImageReadError, list_images, read_rgb_u8, write_png
 from pdfnet.depth.anything import MODEL_IDS, DepthEstimator, depth_to_u16
 
@@ -102,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     bar.update()
     if failures:
-        print(f"\n{len(failures)} image(s) failed (the other maps were written):", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
+        print_failures(failures, f"{len(failures)} image(s) failed (the other maps were written):")
         return 1
     print(f"wrote {len(todo)} depth maps")
     return 0
