@@ -47,3 +47,19 @@ def tiny_depth_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_depth_anything")
     transformers.DepthAnythingForDepthEstimation(cfg).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path):
+    """Our checkpoint of a randomly initialised tiny PDFNet (swin_tiny_test, 128² input, no depth head)."""
+    from pdfnet.config import Config
+    from pdfnet.engine.checkpoint import atomic_save, make_checkpoint
+    from pdfnet.models import build_model
+
+    cfg = Config()
+    cfg.model.backbone, cfg.model.emb_dim, cfg.model.depth_head = "swin_tiny_test", 16, False
+    cfg.data.size = 128
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pth"
+    atomic_save(make_checkpoint(build_model(cfg.model), cfg, epoch=3), path)
+    return path

@@ -7,14 +7,10 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import evaluate
-from pdfnet.config import Config
 from pdfnet.data.io import read_gray_u8, write_png
-from pdfnet.engine.checkpoint import atomic_save, make_checkpoint
 from pdfnet.metrics import Evaluator
-from pdfnet.models import build_model
 
 NAMES = ["1#Accessories#3#Eye glasses#01", "21#Tool#7#Rope#02", "plain"]
 
@@ -93,17 +89,6 @@ def test_empty_or_missing_folders(tmp_path, capsys):
     assert "no GT masks" in capsys.readouterr().err
     assert evaluate.main(["--pred_dir", str(tmp_path / "nope"), "--gt_dir", str(tmp_path / "gt")]) == 2
     assert "folder not found" in capsys.readouterr().err
-
-
-@pytest.fixture()
-def tiny_checkpoint(tmp_path):
-    cfg = Config()
-    cfg.model.backbone, cfg.model.emb_dim, cfg.model.depth_head = "swin_tiny_test", 16, False
-    cfg.data.size = 128
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pth"
-    atomic_save(make_checkpoint(build_model(cfg.model), cfg, epoch=3), path)
-    return path
 
 
 def _make_split(root, split: str, n: int, depth: bool = True) -> None:

@@ -7,29 +7,14 @@ import importlib.util
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import REPO
-from pdfnet.config import Config
 from pdfnet.data.io import read_gray_u8
-from pdfnet.engine.checkpoint import atomic_save, make_checkpoint
-from pdfnet.models import build_model
 
 _spec = importlib.util.spec_from_file_location("predict_script", REPO / "scripts" / "predict.py")
 predict = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(predict)
-
-
-@pytest.fixture()
-def tiny_checkpoint(tmp_path):
-    cfg = Config()
-    cfg.model.backbone, cfg.model.emb_dim, cfg.model.depth_head = "swin_tiny_test", 16, False
-    cfg.data.size = 128
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pth"
-    atomic_save(make_checkpoint(build_model(cfg.model), cfg), path)
-    return path
 
 
 @pytest.fixture()
