@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from pdfnet.config import LossConfig
-from pdfnet.losses import IntegrityPriorLoss, PDFNetLoss, SSIMLoss, _gaussian_window, silog_loss, structure_loss
+from pdfnet.losses import (
+    IntegrityPriorLoss,
+    PDFNetLoss,
+    SSIMLoss,
+    _gaussian_window,
+    boundary_weight,
+    silog_loss,
+    structure_loss,
+)
 
 
 def test_structure_loss_uniform_logits_no_edges():
@@ -90,3 +98,22 @@ def test_low_precision_logits_are_safe_and_differentiable():
     assert total16.item() == pytest.approx(total32.item(), rel=2e-2)
     total16.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_separable_filters_equal_the_official_2d_ones():
+    """The box and Gaussian filters run as two 1-D passes; the official code uses 2-D kernels."""
+    torch.manual_seed(2)
+    mask = (torch.rand(2, 1, 40, 40) > 0.6).float()
+    pool2d = torch.nn.functional.avg_pool2d(mask, kernel_size=31, stride=1, padding=15)
+    torch.testing.assert_close(boundary_weight(mask), 1 + 5 * (pool2d - mask).abs(), rtol=0, atol=1e-6)
+
+    x = torch.rand(2, 1, 40, 40)
+    win = _gaussian_window()
+
+    def blur(t):
+        return torch.nn.functional.conv2d(t, win, padding=5)
+
+    mu_x, mu_y = blur(x), blur(mask)
+    sx, sy, sxy = blur(x * x) - mu_x**2, blur(mask * mask) - mu_y**2, blur(x * mask) - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + 1e-4) * (2 * sxy + 9e-4)) / ((mu_x**2 + mu_y**2 + 1e-4) * (sx + sy + 9e-4))
+    assert SSIMLoss()(x, mask).item() == pytest.approx(1 - (1 + ssim.mean().item()) / 2, abs=1e-6)
