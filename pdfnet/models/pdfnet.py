@@ -153,9 +153,11 @@ class PDFNet(nn.Module):
         self._release_if_cpu_inference(image)
 
         if self.use_patches:
-            patch_feats = [merge_grid(f, self.patch_grid) for f in self.encode(split_grid(image, self.patch_grid))]
-            if self.detach_patches:
-                patch_feats = [f.detach() for f in patch_feats]  # official merge runs under @torch.no_grad
+            # The official merge runs under @torch.no_grad, so no gradient reaches the patch pass: with
+            # detach_patches the pass runs without a graph (same values, no activations kept for backward).
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_patches):
+                patch_feats = [merge_grid(f, self.patch_grid)
+                               for f in self.encode(split_grid(image, self.patch_grid))]
         else:
             # Ablation "no patch branch": zeros of the shapes the patch pyramid would have.
             patch_feats = [img_feats[0].new_zeros(b, f.shape[1], *size)
