@@ -75,6 +75,10 @@ class DataConfig:
     image_dir: str = _knob("im", "image folder name inside a split")
     mask_dir: str = _knob("gt", "mask folder name inside a split")
     depth_dir: str = _knob("depth", "pseudo-depth folder name inside a split (16-bit PNG from prepare_depth.py)")
+    depth_choices: list[str] = _knob([], "training: depth folders the input depth is drawn from, uniformly per sample "
+                                     "and epoch (paper: depth_large, depth_base, depth_small); [] = depth_dir")
+    depth_target_dir: str = _knob("", "training: depth folder of the depth losses' target (paper: depth_large_1024); "
+                                  "'' = the input depth")
     size: int = _knob(1024, "square training/inference size in pixels", min=128, multiple_of=64)
     num_workers: int = _knob(4, "data loader worker processes", min=0)
     cache_dir: str = _knob("", "on-disk cache of resized samples ('' = off)")

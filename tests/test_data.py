@@ -113,3 +113,45 @@ def test_real_dis5k_samples_load():
     dataset = DISDataset(smallest, 256, AugmentConfig())
     item = dataset[0]
     assert item["image"].shape == (3, 256, 256) and item["mask"].max() == 1 and tuple(item["orig_size"]) > (256, 256)
+
+
+def _recipe_split(root, folders, n=3):
+    """A DIS-5K style split whose depth folders hold constant maps of distinct values (to tell them apart)."""
+    for i in range(n):
+        write_png(root / "DIS-TR" / "im" / f"s{i}.png", np.full((64, 64, 3), 90, np.uint8))
+        write_png(root / "DIS-TR" / "gt" / f"s{i}.png", np.zeros((64, 64), np.uint8))
+        for value, folder in enumerate(folders, start=1):
+            write_png(root / "DIS-TR" / folder / f"s{i}.png", np.full((64, 64), value * 10000, np.uint16))
+
+
+def test_paper_depth_recipe_draws_input_per_sample_and_uses_the_target_map(tmp_path):
+    from pdfnet.config import DataConfig
+    from pdfnet.data.datasets import training_samples
+
+    folders = ["depth_large", "depth_base", "depth_small", "depth_large_1024"]
+    _recipe_split(tmp_path, folders, n=12)
+    cfg = DataConfig(root=str(tmp_path), depth_choices=folders[:3], depth_target_dir=folders[3], size=128)
+    samples, notices = training_samples(cfg)
+    assert not notices and len(samples[0].depth_choices) == 3 and samples[0].depth_target.parent.name == folders[3]
+    ds = DISDataset(samples, 128, augment=None, seed=5)
+    drawn = {round(float(ds[i]["depth"][0, 0, 0]) * 65535) for i in range(12)}
+    assert drawn == {10000, 20000, 30000}  # all three maps are used (12 draws, fixed seed)
+    assert all(round(float(ds[i]["depth_target"][0, 0, 0]) * 65535) == 40000 for i in range(3))
+    again = DISDataset(samples, 128, augment=None, seed=5)
+    assert all(torch.equal(ds[i]["depth"], again[i]["depth"]) for i in range(12))  # reproducible choice
+
+
+def test_depth_recipe_falls_back_to_a_single_map_or_names_missing_folders(tmp_path):
+    from pdfnet.config import DataConfig
+    from pdfnet.data.datasets import training_samples
+
+    _recipe_split(tmp_path / "single", ["depth"])
+    recipe = dict(depth_choices=["depth_large", "depth_base"], depth_target_dir="depth_large_1024", size=128)
+    samples, notices = training_samples(DataConfig(root=str(tmp_path / "single"), **recipe))
+    assert len(notices) == 1 and "single map folder 'depth'" in notices[0]
+    item = DISDataset(samples, 128)[0]
+    assert torch.equal(item["depth"], item["depth_target"])
+
+    _recipe_split(tmp_path / "partial", ["depth_large"])
+    with pytest.raises(DatasetError, match="depth_base"):
+        training_samples(DataConfig(root=str(tmp_path / "partial"), **recipe))

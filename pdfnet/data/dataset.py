@@ -29,7 +29,7 @@ class ResizedSampleCache:
 
     def key(self, sample: Sample, size: int) -> str:
         parts = [str(size)]
-        for path in (sample.image, sample.mask, sample.depth):
+        for path in (sample.image, sample.mask, sample.depth, *sample.depth_choices, sample.depth_target):
             if path is not None:
                 st = Path(path).stat()
                 parts.append(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}")
@@ -51,24 +51,37 @@ class ResizedSampleCache:
         atomic_write_bytes(self.root / f"{key}.npz", buf.getvalue())
 
 
+def _resized_depth(path: Path, size: int) -> np.ndarray:
+    depth = cv2.resize(read_depth(path), (size, size), interpolation=cv2.INTER_LINEAR)
+    return np.clip(np.rint(depth * 65535), 0, 65535).astype(np.uint16)
+
+
 def load_resized(sample: Sample, size: int) -> dict[str, np.ndarray]:
     """Decode and resize one sample: image uint8 [S,S,3] (bilinear), mask uint8 [S,S] (nearest, as the official
-    loader), depth uint16 [S,S] (bilinear), and the original [H,W]."""
+    loader), depth uint16 [S,S] (bilinear; ``depth_choice{i}`` for each of ``sample.depth_choices`` and
+    ``depth_target`` when the sample has them), and the original [H,W]."""
     image = read_rgb_u8(sample.image)
     out = {"image": cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR),
            "orig_size": np.array(image.shape[:2], np.int64)}
     if sample.mask is not None:
         out["mask"] = cv2.resize(read_gray_u8(sample.mask), (size, size), interpolation=cv2.INTER_NEAREST)
-    if sample.depth is not None:
-        depth = cv2.resize(read_depth(sample.depth), (size, size), interpolation=cv2.INTER_LINEAR)
-        out["depth"] = np.clip(np.rint(depth * 65535), 0, 65535).astype(np.uint16)
+    if sample.depth is not None and not sample.depth_choices:
+        out["depth"] = _resized_depth(sample.depth, size)
+    for i, path in enumerate(sample.depth_choices):
+        out[f"depth_choice{i}"] = _resized_depth(path, size)
+    if sample.depth_target is not None:
+        out["depth_target"] = _resized_depth(sample.depth_target, size)
     return out
 
 
 class DISDataset(Dataset):
     """Items: ``image`` [3,S,S] ImageNet-normalised, ``depth`` [1,S,S] in [0,1], ``mask`` [1,S,S] in [0,1] (binary
-    before augmentation), ``name``, ``orig_size`` [2]. With ``augment`` the official recipe is applied with a
-    generator seeded by (seed, epoch, index): the same epoch gives the same samples in any worker, after a resume."""
+    before augmentation), ``depth_target`` [1,S,S] (the depth losses' target: the sample's target map, else its
+    input depth), ``name``, ``orig_size`` [2].
+
+    Every random choice (the input depth among ``depth_choices``, the augmentation) comes from a generator seeded by
+    (seed, epoch, index): an item is the same in any worker process and after a resume, so worker RNG states need
+    no saving."""
 
     def __init__(self, samples: list[Sample], size: int, augment: AugmentConfig | None = None,
                  cache_dir: str | Path | None = None, seed: int = 0) -> None:
@@ -99,12 +112,21 @@ class DISDataset(Dataset):
         sample = self.samples[index]
         arrays = self._arrays(sample)
         item = {"image": torch.from_numpy(arrays["image"]).permute(2, 0, 1).float() / 255.0}
-        if "depth" in arrays:
-            item["depth"] = torch.from_numpy(arrays["depth"].astype(np.float32) / 65535.0)[None]
+        depth = arrays.get("depth")
+        if sample.depth_choices:
+            # Uniform choice, as the official loader's random() thresholds at 1/3 and 2/3.
+            pick = int(np.random.default_rng([self.seed, self.epoch, index, 1]).integers(len(sample.depth_choices)))
+            depth = arrays[f"depth_choice{pick}"]
+        if depth is not None:
+            item["depth"] = torch.from_numpy(depth.astype(np.float32) / 65535.0)[None]
+            if "depth_target" in arrays:
+                item["depth_target"] = torch.from_numpy(arrays["depth_target"].astype(np.float32) / 65535.0)[None]
         if "mask" in arrays:
             item["mask"] = torch.from_numpy((arrays["mask"] > 128).astype(np.float32))[None]
         if self.augment is not None:
             item = self.augment(item, np.random.default_rng([self.seed, self.epoch, index]))
+        if "depth" in item and "depth_target" not in item:
+            item["depth_target"] = item["depth"]
         item["image"] = (item["image"] - IMAGENET_MEAN) / IMAGENET_STD
         item["name"] = sample.name
         item["orig_size"] = torch.from_numpy(arrays["orig_size"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ..config import DataConfig
 from .io import list_images
 
 DIS_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
@@ -16,10 +17,16 @@ class DatasetError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
+    """One image with its files. ``depth`` is the input depth map; for training, ``depth_choices`` (when not empty)
+    are maps the input depth is drawn from per sample and epoch, and ``depth_target`` the map the depth losses use
+    (None: the input depth)."""
+
     name: str
     image: Path
     mask: Path | None
     depth: Path | None
+    depth_choices: tuple[Path, ...] = ()
+    depth_target: Path | None = None
 
 
 def discover_split(root: str | Path, split: str, image_dir: str = "im", mask_dir: str = "gt",
@@ -137,3 +144,63 @@ def validate_samples(samples: list[Sample]) -> None:
     if problems:
         shown = problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else [])
         raise DatasetError(f"{len(problems)} problem(s) in {len(samples)} samples:\n  " + "\n  ".join(shown))
+
+
+def _split_folder(root: Path, split: str, layout: str) -> Path:
+    layout = _detect_layout(root, split) if layout == "auto" else layout
+    if layout == "list":
+        return Path()
+    return root / split
+
+
+def training_samples(cfg: DataConfig) -> tuple[list[Sample], list[str]]:
+    """Training samples with their depth sources, and notices for the user.
+
+    ``cfg.depth_choices`` (the paper: depth_large, depth_base, depth_small) and ``cfg.depth_target_dir`` (the paper:
+    depth_large_1024) name folders inside the split. When none of the choice folders exists but ``cfg.depth_dir``
+    does, training uses that single map for input and target (a notice says so); a recipe that is only partly
+    present is an error listing what is missing.
+    """
+    root = Path(cfg.root)
+    split_dir = _split_folder(root, cfg.train_split, cfg.layout)
+    if split_dir == Path() and (cfg.depth_choices or cfg.depth_target_dir):
+        raise DatasetError("data.depth_choices / data.depth_target_dir need a folder layout (dis5k or official); "
+                           "list files name one depth map per sample")
+    choices = list(cfg.depth_choices)
+    target_dir = cfg.depth_target_dir
+    notices: list[str] = []
+    wanted = choices + ([target_dir] if target_dir else [])
+    present = [d for d in wanted if (split_dir / d).is_dir()]
+    if wanted and not present and (split_dir / cfg.depth_dir).is_dir():
+        notices.append(f"depth: none of {', '.join(wanted)} exists in {split_dir}; training with the single map "
+                       f"folder '{cfg.depth_dir}' as input and as the depth-loss target (the paper's recipe needs "
+                       "them: see 'Data and depth' in the README)")
+        choices, target_dir = [], ""
+    elif wanted and len(present) < len(wanted):
+        missing = [str(split_dir / d) for d in wanted if d not in present]
+        raise DatasetError("depth folders named by data.depth_choices / data.depth_target_dir are missing:\n  "
+                           + "\n  ".join(missing) + "\nmake them with scripts/prepare_depth.py --out_name NAME, or "
+                           "set data.depth_choices=[] data.depth_target_dir=''")
+    first = choices[0] if choices else cfg.depth_dir
+    samples = discover(root, cfg.train_split, cfg.layout, cfg.image_dir, cfg.mask_dir, first)
+    extra = {}
+    for folder in choices[1:] + ([target_dir] if target_dir else []):
+        found = discover(root, cfg.train_split, cfg.layout, cfg.image_dir, cfg.mask_dir, folder)
+        extra[folder] = {s.name: s.depth for s in found}
+    out = []
+    for s in samples:
+        picks = (s.depth,) + tuple(extra[f][s.name] for f in choices[1:]) if len(choices) > 1 else ()
+        target = extra[target_dir][s.name] if target_dir else None
+        out.append(dataclasses.replace(s, depth_choices=picks, depth_target=target))
+    return out, notices
+
+
+def validation_samples(cfg: DataConfig) -> list[Sample]:
+    """Validation samples; the input depth is the first of ``cfg.depth_choices`` when that folder exists (the
+    official validation reads depth_large), else ``cfg.depth_dir``."""
+    root = Path(cfg.root)
+    split_dir = _split_folder(root, cfg.val_split, cfg.layout)
+    folder = cfg.depth_dir
+    if cfg.depth_choices and split_dir != Path() and (split_dir / cfg.depth_choices[0]).is_dir():
+        folder = cfg.depth_choices[0]
+    return discover(root, cfg.val_split, cfg.layout, cfg.image_dir, cfg.mask_dir, folder)
