@@ -7,6 +7,7 @@ key path, the bad value and what is allowed. ``config_to_yaml`` dumps the resolv
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -45,6 +46,7 @@ class ModelConfig:
                          choices=VARIANTS)
     depth_head: bool = _knob(True, "build the auxiliary depth decoder (SiLog loss); not used at inference")
     drop_path: float = _knob(0.1, "encoder stochastic depth rate", min=0.0, max=0.9)
+    fusion_dropout: float = _knob(0.1, "dropout in the CoA cross-attention blocks (official 0.1)", min=0.0, max=0.9)
     detach_patches: bool = _knob(True, "block gradients through the patch stream, as the official code")
     grad_checkpointing: bool = _knob(False, "recompute encoder blocks in backward to save memory")
     pretrained: str = _knob("", "ImageNet Swin weights: local file or hub id; '' = random init")
@@ -122,6 +124,10 @@ class TrainConfig:
     compile: bool = _knob(False, "torch.compile the model")
     save_every_steps: int = _knob(0, "also write last.pth every K steps (0 = once per epoch)", min=0)
     val_every_epochs: int = _knob(1, "validate every N epochs", min=1)
+    init_from: str = _knob("", "start from these weights (our checkpoint or an official one), e.g. to fine-tune; "
+                           "the optimizer starts fresh (use --resume to continue a run)")
+    val_hce: bool = _knob(False, "compute HCE at validation (slow on full-size masks)")
+    val_panels: int = _knob(4, "validation samples shown as image|depth|GT|prediction panels in tensorboard", min=0)
     best_metric: str = _knob("maxF", "validation metric that selects best.pth",
                              choices=("maxF", "meanF", "wF", "Sm", "meanEm", "MAE", "HCE"))
     log_every_steps: int = _knob(20, "tensorboard scalar interval", min=1)
@@ -266,9 +272,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Defaults <- YAML file at ``path`` <- ``overrides`` (``a.b=value``). Raises ConfigError on any bad key/value."""
-    tree: dict[str, Any] = {}
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
+                base: dict[str, Any] | None = None) -> Config:
+    """Defaults <- ``base`` (a stored config tree) or the YAML file at ``path`` <- ``overrides`` (``a.b=value``).
+    Raises ConfigError on any bad key/value."""
+    tree: dict[str, Any] = copy.deepcopy(base) if base is not None else {}
     if path is not None:
         path = Path(path)
         if not path.is_file():

@@ -111,6 +111,13 @@ class Evaluator:
         self._stats[name] = image_statistics(pred_u8, gt_u8, self.with_hce, skeleton)
         return _per_image_values(self._stats[name])
 
+    def add_statistics(self, name: str, stats: dict[str, Any]) -> None:
+        """Add one pair's :func:`image_statistics` computed elsewhere (another process or rank)."""
+        self._check_name(name)
+        if self.with_hce and "HCE" not in stats:
+            raise ValueError(f"statistics of {name!r} lack HCE but this evaluator computes it")
+        self._stats[name] = stats
+
     def update_many(self, items: Iterable[tuple[str, np.ndarray, np.ndarray]], progress=None) -> None:
         """Add (name, pred_u8, gt_u8) pairs, in parallel when ``workers > 1``. ``progress`` is called per pair."""
         cache_dir = str(self.cache.root) if self.cache else None

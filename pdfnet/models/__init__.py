@@ -12,6 +12,7 @@ def build_model(cfg: ModelConfig) -> PDFNet:
     model = PDFNet(backbone=cfg.backbone, emb_dim=cfg.emb_dim, variant=cfg.variant, depth_head=cfg.depth_head,
                    drop_path=cfg.drop_path, detach_patches=cfg.detach_patches)
     model.use_depth, model.use_patches = cfg.use_depth, cfg.use_patches
+    model.set_fusion_dropout(cfg.fusion_dropout)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if cfg.pretrained:

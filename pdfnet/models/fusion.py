@@ -40,6 +40,10 @@ class CoA(nn.Module):
         self.drop2 = nn.Dropout(dropout)
         self.dropout_before_norm = dropout_before_norm
 
+    def set_dropout(self, p: float) -> None:
+        """Dropout of the attention weights and of both residual branches (official: 0.1)."""
+        self.attn_dropout = self.drop1.p = self.drop2.p = p
+
     def attend(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         q = F.linear(query, w_q).unsqueeze(1)  # one head: [B, 1, Nq, C]

@@ -10,7 +10,7 @@ from torch import nn
 from .backbone import SWIN_SPECS, SwinEncoder, WindowAttention, relative_position_index
 from .blocks import ConvNormAct, release_freed_memory, resize, resize_like
 from .decoder import DepthDecoder, Pyramid, SegmentationDecoder
-from .fusion import VARIANTS
+from .fusion import VARIANTS, CoA
 
 
 def normalize_depth(depth: torch.Tensor) -> torch.Tensor:
@@ -95,6 +95,12 @@ class PDFNet(nn.Module):
     @property
     def has_depth_head(self) -> bool:
         return self.depth_decoder is not None
+
+    def set_fusion_dropout(self, p: float) -> None:
+        """Dropout inside every CoA cross-attention block (official: 0.1; training only)."""
+        for module in self.modules():
+            if isinstance(module, CoA):
+                module.set_dropout(p)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.backbone.set_grad_checkpointing(enabled)

@@ -1,0 +1,408 @@
+"""Training: one process per device (``torchrun`` for many), exact resume, validation, checkpoints, logs.
+
+Run directory (``train.out_dir``):
+    config.yaml     the resolved config of the run
+    last.pth        everything needed to continue (written every epoch and every ``save_every_steps`` steps)
+    best.pth        the validated weights with the best ``train.best_metric`` (EMA weights when EMA is on)
+    history.jsonl   one line per validation, the first one the untrained model (epoch 0)
+    train.log       the messages printed by rank 0
+    tb/             tensorboard scalars and image panels (image | depth | GT | prediction)
+
+Exact resume: a checkpoint is only written between optimizer steps and holds the model, optimizer, scheduler,
+scaler, EMA, every rank's RNG states, the epoch, the optimizer step and the number of micro-batches of the current
+epoch already consumed. Data order and augmentation derive from (seed, epoch, index), so the resumed run sees the
+same samples in the same order, and its weights are bitwise those of an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from contextlib import nullcontext
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import Config, config_to_yaml
+from ..data.dataset import DISDataset
+from ..data.datasets import training_samples, validate_samples, validation_samples
+from ..data.io import atomic_write_bytes, write_png
+from ..losses import PDFNetLoss
+from ..metrics.evaluator import LOWER_IS_BETTER
+from ..models import PDFNet, build_model
+from .checkpoint import CheckpointError, atomic_save, load_checkpoint, make_checkpoint, model_from_checkpoint
+from .distributed import DistContext, any_rank, barrier, gather_objects, init_distributed, local_device, shutdown
+from .rng import capture_rng, restore_rng, seed_everything, seed_worker
+from .sampler import ResumableSampler
+from .validation import panel_grid, validate
+
+LOSS_PARTS = ("total", "seg", "main", "integrity", "depth")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (bad data size, non-finite loss, unusable checkpoint); the message says what to do."""
+
+
+@dataclasses.dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps
+    batch_in_epoch: int = 0  # micro-batches of epoch ``epoch`` already consumed
+    best: float | None = None
+    best_epoch: int = -1
+    skipped: int = 0  # batches skipped for a non-finite loss
+    loss_sums: list[float] = dataclasses.field(default_factory=lambda: [0.0] * len(LOSS_PARTS))
+    loss_count: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def lr_factor(step: int, cfg: Config, steps_per_epoch: int) -> float:
+    """Multiplier of ``optim.lr`` at optimizer step ``step``: linear warm-up, then constant or cosine to min_lr."""
+    o = cfg.optim
+    warmup = o.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    if o.schedule == "constant":
+        return 1.0
+    total = max(1, cfg.train.epochs * steps_per_epoch - warmup)
+    progress = min(1.0, (step - warmup) / total)
+    return (o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / o.lr
+
+
+def _is_better(value: float, best: float | None, metric: str) -> bool:
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+def _load_initial_weights(model: PDFNet, path: str, log) -> None:
+    """Fine-tuning start: weights from our checkpoint or an official one; a missing depth head is fine (new)."""
+    source, _ = model_from_checkpoint(path)
+    if source.variant != model.variant:
+        raise TrainingError(f"train.init_from {path} is a {source.variant} model but model.variant is "
+                            f"{model.variant}; set model.variant={source.variant}")
+    try:
+        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    except RuntimeError as err:  # shape mismatches raise even when strict=False
+        raise TrainingError(f"train.init_from {path} does not fit the model config (check model.backbone / "
+                            f"model.emb_dim): {str(err).splitlines()[1].strip()}") from err
+    bad_missing = [k for k in missing if not k.startswith("depth_decoder.")]
+    if bad_missing or unexpected:
+        raise TrainingError(f"train.init_from {path} does not fit the model config: missing "
+                            f"{bad_missing[:5]}, unexpected {unexpected[:5]} (check model.backbone / model.emb_dim)")
+    log(f"initial weights: {path}" + (" (depth head newly initialised)" if missing else ""))
+
+
+class Trainer:
+    """Builds everything from ``cfg`` and trains with :meth:`fit`. ``resume``: a last.pth to continue from."""
+
+    def __init__(self, cfg: Config, resume: str | Path | None = None, show_progress: bool = True) -> None:
+        self.cfg = cfg
+        t = cfg.train
+        self.out_dir = Path(t.out_dir)
+        from .inference import resolve_device
+
+        self.ctx = DistContext()
+        self.device = resolve_device(t.device)
+        self.ctx = init_distributed(self.device)
+        self.device = local_device(t.device, self.ctx.local_rank)
+        self.show_progress = show_progress and self.ctx.is_main
+        if t.best_metric == "HCE" and not t.val_hce:
+            raise TrainingError("train.best_metric=HCE needs train.val_hce=true")
+        self.amp_dtype = None
+        if self.device.type == "cuda" and t.amp != "none":
+            self.amp_dtype = torch.bfloat16 if t.amp == "bf16" else torch.float16
+        if self.ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        notices = self._build_data()
+        seed_everything(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+        self.model = build_model(cfg.model).to(self.device)
+        if t.init_from:
+            _load_initial_weights(self.model, t.init_from, self.log)
+        self.want_depth = self.model.has_depth_head and cfg.loss.depth_weight > 0
+        self.loss_fn = PDFNetLoss(cfg.loss).to(self.device)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+                    if t.ema_decay > 0 else None)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                           weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, cfg, self.steps_per_epoch))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.train_model: torch.nn.Module = self.model
+        if self.ctx.enabled:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.model.has_depth_head and not self.want_depth)
+        if t.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.state = TrainState()
+        # Drop-path draws differ per rank (as with independent processes); rank 0 keeps the plain seed.
+        seed_everything(t.seed + 1_000_003 * self.ctx.rank)
+        self.writer = None
+        if resume is not None:
+            self._resume(Path(resume))
+        for notice in notices:
+            self.log(notice)
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _build_data(self) -> list[str]:
+        cfg, t = self.cfg, self.cfg.train
+        samples, notices = training_samples(cfg.data)
+        val_samples = validation_samples(cfg.data) if cfg.data.val_split else []
+        if self.ctx.is_main:
+            validate_samples(samples + val_samples)
+        cache = cfg.data.cache_dir or None
+        self.train_set = DISDataset(samples, cfg.data.size, cfg.data.augment, cache, seed=t.seed)
+        self.val_set = DISDataset(val_samples, cfg.data.size, None, cache, seed=t.seed) if val_samples else None
+        self.sampler = ResumableSampler(len(samples), shuffle=True, seed=t.seed, rank=self.ctx.rank,
+                                        world_size=self.ctx.world_size)
+        group = t.batch_size * t.accum_steps
+        self.steps_per_epoch = self.sampler.per_rank // group
+        if self.steps_per_epoch == 0:
+            raise TrainingError(f"{cfg.data.train_split} has {len(samples)} samples: fewer than train.batch_size x "
+                                f"train.accum_steps x processes = {group * self.ctx.world_size}; lower them")
+        self.micro_per_epoch = self.steps_per_epoch * t.accum_steps
+        return notices
+
+    def log(self, message: str) -> None:
+        if not self.ctx.is_main:
+            return
+        (tqdm.write if self.show_progress else print)(message)
+        with open(self.out_dir / "train.log", "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if "optimizer" not in ckpt or "state" not in ckpt:
+            raise CheckpointError(f"{path} holds weights only (no training state), so it cannot be resumed; to "
+                                  f"start a new run from these weights use --opt train.init_from={path}")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path} does not fit the model config: {str(err).splitlines()[0]}") from err
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            if ckpt.get("ema") is None:
+                self.ema.module.load_state_dict(ckpt["model"])  # EMA switched on at resume: start from the weights
+            else:
+                self.ema.load_state_dict(ckpt["ema"])
+        self.state = TrainState(**ckpt["state"])
+        rng = ckpt.get("rng") or []
+        if self.state.batch_in_epoch and ckpt.get("world_size") != self.ctx.world_size:
+            raise TrainingError(f"{path} was written mid-epoch by {ckpt.get('world_size')} process(es); resume it "
+                                f"with the same number (got {self.ctx.world_size})")
+        if self.ctx.rank < len(rng):
+            restore_rng(rng[self.ctx.rank])
+        if self.ctx.is_main:
+            self._write_history()  # a kill between last.pth and history.jsonl left the file one line short
+        self.log(f"resumed from {path}: epoch {self.state.epoch} + {self.state.batch_in_epoch} micro-batches, "
+                 f"step {self.state.step}")
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def _check_finite_weights(self) -> None:
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingError(f"weights became non-finite ({bad[:3]}...) at step {self.state.step}; not saving. "
+                                "Lower optim.lr or set optim.clip_grad")
+
+    def save_last(self) -> None:
+        """last.pth with the full training state; every rank takes part (RNG states are gathered)."""
+        rng = gather_objects(self.ctx, capture_rng())
+        if not self.ctx.is_main:
+            return
+        self._check_finite_weights()
+        ckpt = make_checkpoint(
+            self.model, self.cfg, epoch=self.state.epoch, step=self.state.step, state=dataclasses.asdict(self.state),
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), ema=self.ema.state_dict() if self.ema is not None else None,
+            rng=rng, world_size=self.ctx.world_size)
+        atomic_save(ckpt, self.out_dir / "last.pth")
+
+    def _save_best(self, metrics: dict[str, float]) -> None:
+        model = self.ema.module if self.ema is not None else self.model
+        self._check_finite_weights()
+        atomic_save(make_checkpoint(model, self.cfg, epoch=self.state.epoch, step=self.state.step,
+                                    metrics=metrics, ema=self.ema is not None), self.out_dir / "best.pth")
+
+    def _write_history(self) -> None:
+        text = "".join(json.dumps(line) + "\n" for line in self.state.history)
+        atomic_write_bytes(self.out_dir / "history.jsonl", text.encode("utf-8"))
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def _forward_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        dev = self.device
+        image, depth = batch["image"].to(dev, non_blocking=True), batch["depth"].to(dev, non_blocking=True)
+        mask = batch["mask"].to(dev, non_blocking=True)
+        target = batch["depth_target"].to(dev, non_blocking=True)
+        autocast = torch.autocast(dev.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with autocast:
+            out = self.train_model(image, depth, return_depth=self.want_depth)
+        seg, dep = out if self.want_depth else (out, None)
+        return self.loss_fn(seg, mask, target, dep)  # float32 whatever the autocast dtype
+
+    def _nonfinite(self, total: torch.Tensor, parts: dict[str, torch.Tensor], names: list[str]) -> None:
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+        message = (f"non-finite loss at epoch {self.state.epoch + 1}, step {self.state.step}, micro-batch "
+                   f"{self.state.batch_in_epoch} (samples {names}): total={float(total):.4g}, {shown}")
+        if self.cfg.train.on_nonfinite == "stop":
+            raise TrainingError(message + ". Nothing was saved after the last checkpoint. Lower optim.lr, set "
+                                "optim.clip_grad, prefer train.amp=bf16 to fp16, or set train.on_nonfinite=skip")
+        self.state.skipped += 1
+        self.log(message + f"; batch skipped ({self.state.skipped} so far)")
+
+    def _optimizer_step(self) -> None:
+        clip = self.cfg.optim.clip_grad
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.state.step += 1
+
+    def train_epoch(self) -> None:
+        t, state = self.cfg.train, self.state
+        epoch = state.epoch
+        self.train_set.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, skip=state.batch_in_epoch * t.batch_size)
+        loader = DataLoader(self.train_set, batch_size=t.batch_size, sampler=self.sampler, drop_last=True,
+                            num_workers=self.cfg.data.num_workers, worker_init_fn=seed_worker,
+                            generator=torch.Generator().manual_seed(t.seed * 7919 + epoch),
+                            pin_memory=self.device.type == "cuda")
+        left = self.micro_per_epoch - state.batch_in_epoch
+        bar = tqdm(total=self.micro_per_epoch, initial=state.batch_in_epoch, disable=not self.show_progress,
+                   desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", dynamic_ncols=True)
+        window = torch.zeros(len(LOSS_PARTS), dtype=torch.float64)
+        window_n, started, seen = 0, time.perf_counter(), 0
+        self.model.train()
+        for batch in islice(loader, left):
+            last_of_group = (state.batch_in_epoch + 1) % t.accum_steps == 0
+            total, parts = self._forward_loss(batch)
+            if any_rank(self.ctx, not bool(torch.isfinite(total)), self.device):
+                self._nonfinite(total, parts, list(batch["name"]))
+            else:
+                sync = self.train_model.no_sync() if (self.ctx.enabled and not last_of_group) else nullcontext()
+                with sync:
+                    self.scaler.scale(total / t.accum_steps).backward()
+                values = torch.stack([total.detach(), *parts.values()]).double().cpu()
+                window += values
+                window_n += 1
+                state.loss_sums = [a + float(b) for a, b in zip(state.loss_sums, values)]
+                state.loss_count += 1
+            state.batch_in_epoch += 1
+            seen += batch["image"].shape[0]
+            bar.update(1)
+            if not last_of_group:
+                continue
+            self._optimizer_step()
+            if self.show_progress and window_n:
+                bar.set_postfix(loss=f"{window[0] / window_n:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                                img_s=f"{seen * self.ctx.world_size / (time.perf_counter() - started):.2f}")
+            if state.step % t.log_every_steps == 0 and window_n:
+                self._log_scalars("train", {f"loss_{k}" if k != "total" else "loss": float(v / window_n)
+                                            for k, v in zip(LOSS_PARTS, window)})
+                self._log_scalars("train", {"lr": self.scheduler.get_last_lr()[0]})
+                window.zero_()
+                window_n = 0
+            if t.save_every_steps and state.step % t.save_every_steps == 0 and state.batch_in_epoch < \
+                    self.micro_per_epoch:
+                self.save_last()
+        bar.close()
+        state.epoch += 1
+        state.batch_in_epoch = 0
+
+    # ------------------------------------------------------------------------------------------- validation
+    def _log_scalars(self, prefix: str, values: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        for k, v in values.items():
+            self.writer.add_scalar(f"{prefix}/{k}", v, self.state.step)
+
+    def run_validation(self) -> dict[str, float] | None:
+        """Validate (EMA weights when EMA is on), append to history, update best.pth. Metrics on rank 0."""
+        t, state = self.cfg.train, self.state
+        model = self.ema.module if self.ema is not None else self.model
+        started = time.perf_counter()
+        bar = tqdm(total=math.ceil(len(self.val_set) / self.ctx.world_size), disable=not self.show_progress,
+                   desc="validate", unit="img", leave=False, dynamic_ncols=True)
+        metrics, panels = validate(model, self.val_set, self.ctx, self.device, self.amp_dtype, t.val_hce,
+                                   self.cfg.eval.batch_size, self.cfg.data.num_workers, t.val_panels,
+                                   progress=lambda: bar.update(1))
+        bar.close()
+        if not self.ctx.is_main:
+            return None
+        n = max(1, state.loss_count)
+        line: dict[str, Any] = {"epoch": state.epoch, "step": state.step, "lr": self.scheduler.get_last_lr()[0]}
+        line.update({("loss" if k == "total" else f"loss_{k}"): (s / n if state.loss_count else None)
+                     for k, s in zip(LOSS_PARTS, state.loss_sums)})
+        line.update(metrics)
+        line.update({"skipped": state.skipped, "val_seconds": round(time.perf_counter() - started, 2)})
+        value = metrics[t.best_metric]
+        line["best"] = _is_better(value, state.best, t.best_metric)
+        if line["best"]:
+            state.best, state.best_epoch = value, state.epoch
+            self._save_best(metrics)
+        state.history.append(line)
+        state.loss_sums, state.loss_count = [0.0] * len(LOSS_PARTS), 0
+        self._log_scalars("val", metrics)
+        if self.writer is not None and panels:
+            self.writer.add_image("val/panels", panel_grid(panels), state.step, dataformats="HWC")
+        shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("maxF", "wF", "Sm", "meanEm", "MAE", "HCE") if k in metrics)
+        self.log(f"epoch {state.epoch} step {state.step}: {shown}" + ("  (best)" if line["best"] else ""))
+        return metrics
+
+    # ------------------------------------------------------------------------------------------------- loop
+    def fit(self) -> TrainState:
+        """Train up to ``train.epochs``; returns the final state. Every rank must call it."""
+        t, state = self.cfg.train, self.state
+        try:
+            if self.ctx.is_main:
+                from torch.utils.tensorboard import SummaryWriter
+
+                (self.out_dir / "config.yaml").write_text(config_to_yaml(self.cfg), encoding="utf-8")
+                self.writer = SummaryWriter(str(self.out_dir / "tb"))
+                amp = t.amp if self.amp_dtype else "none"
+                self.log(f"training {len(self.train_set)} samples ({self.steps_per_epoch} steps/epoch x "
+                         f"{self.ctx.world_size} process(es)) on {self.device}, amp={amp}, run dir {self.out_dir}")
+            if self.val_set is not None and not state.history and state.epoch == 0 and state.batch_in_epoch == 0:
+                self.run_validation()  # the untrained model: the baseline every later line is compared with
+                if self.ctx.is_main:
+                    self._write_history()
+            while state.epoch < t.epochs:
+                self.train_epoch()
+                if self.val_set is not None and (state.epoch % t.val_every_epochs == 0 or state.epoch == t.epochs):
+                    self.run_validation()
+                self.save_last()
+                if self.ctx.is_main:
+                    self._write_history()
+                barrier(self.ctx)
+            if self.ctx.is_main and state.best is not None:
+                self.log(f"done: best {t.best_metric} {state.best:.4f} at epoch {state.best_epoch} "
+                         f"({self.out_dir / 'best.pth'})")
+            return state
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            shutdown(self.ctx)
+
+
+def write_panels(path: str | Path, panels: list[torch.Tensor]) -> None:
+    """Save validation panels as one PNG (rows of image | depth | GT | prediction)."""
+    write_png(path, panel_grid(panels))
+
+

@@ -1,0 +1,237 @@
+"""Training: one step, accumulation and DDP equivalence, exact resume (incl. kill -9), non-finite loss, bad
+checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from pdfnet.config import Config
+from pdfnet.data.synthetic import write_split
+from pdfnet.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from pdfnet.engine.trainer import Trainer, TrainingError, lr_factor
+from pdfnet.models import build_model
+
+TINY = ["model.backbone=swin_tiny_test", "model.emb_dim=16", "model.drop_path=0.0", "model.fusion_dropout=0.0",
+        "data.size=128", "data.num_workers=0", "train.batch_size=2", "train.device=cpu", "train.amp=none",
+        "optim.lr=1e-3", "train.val_panels=1"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic_dis")
+    write_split(root, "DIS-TR", 8, 128, seed=0)
+    write_split(root, "DIS-VD", 2, 128, seed=0, first_index=100)
+    return root
+
+
+def tiny_config(root, out_dir, *overrides: str) -> Config:
+    from pdfnet.config import load_config
+
+    return load_config(None, [*TINY, f"data.root={root}", f"train.out_dir={out_dir}", *overrides])
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def _assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def _run_train(*args: str, check: bool = True, **popen) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO / "train.py"), "--no_progress", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, cwd=REPO, **popen)
+
+
+def _cli_opts(root, out_dir, *extra: str) -> list[str]:
+    opts = []
+    for text in [*TINY, f"data.root={root}", f"train.out_dir={out_dir}", *extra]:
+        opts += ["--opt", text]
+    return opts
+
+
+def test_one_step_trains_and_writes_a_complete_run_directory(synthetic_root, tmp_path):
+    cfg = tiny_config(synthetic_root, tmp_path / "run", "train.epochs=1", "train.batch_size=8")
+    trainer = Trainer(cfg, show_progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    state = trainer.fit()
+    assert state.step == 1 and state.epoch == 1
+    after = _weights(tmp_path / "run" / "last.pth")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert history[0]["loss"] is None and history[1]["loss"] > 0 and "integrity" not in history[1]
+    assert {"maxF", "wF", "Sm", "meanEm", "MAE", "loss_seg", "loss_integrity", "loss_depth", "lr"} <= history[1].keys()
+    for name in ("config.yaml", "best.pth", "train.log"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert any((tmp_path / "run" / "tb").iterdir())
+    model, loaded_cfg = model_from_checkpoint(tmp_path / "run" / "best.pth")  # what evaluate.py --ckpt does
+    assert loaded_cfg.data.size == 128 and not model.training
+
+
+def _one_step_delta(root, out_dir, *overrides: str) -> dict[str, torch.Tensor]:
+    # optim.eps=1 makes Adam's first update ~ lr*g/(|g|+1), i.e. linear in the gradient, so weight deltas compare
+    # gradients instead of their signs. Integrity and SiLog terms are batch statistics, hence off here.
+    cfg = tiny_config(root, out_dir, "train.epochs=1", "optim.eps=1.0", "loss.integrity_weight=0",
+                      "loss.depth_weight=0", "data.augment.enabled=false", "data.val_split=''", *overrides)
+    trainer = Trainer(cfg, show_progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = _weights(out_dir / "last.pth")
+    return {k: after[k] - before[k] for k in before if before[k].is_floating_point()}
+
+
+def _assert_same_update(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    scale = max(v.abs().max().item() for v in a.values())
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert scale > 0 and worst < 1e-3 * scale, (worst, scale)
+
+
+def test_gradient_accumulation_matches_a_larger_batch(synthetic_root, tmp_path):
+    big = _one_step_delta(synthetic_root, tmp_path / "big", "train.batch_size=8")
+    accum = _one_step_delta(synthetic_root, tmp_path / "accum", "train.batch_size=2", "train.accum_steps=4")
+    _assert_same_update(big, accum)
+
+
+def test_lr_schedule_constant_warmup_and_cosine():
+    cfg = Config()
+    assert lr_factor(0, cfg, 10) == lr_factor(999, cfg, 10) == 1.0  # the official recipe: constant 1e-5
+    cfg.optim.warmup_epochs, cfg.optim.schedule, cfg.optim.lr, cfg.optim.min_lr, cfg.train.epochs = 1, "cosine", 1e-3, \
+        1e-5, 3
+    assert lr_factor(0, cfg, 10) == pytest.approx(0.1) and lr_factor(9, cfg, 10) == pytest.approx(1.0)
+    assert lr_factor(10, cfg, 10) == pytest.approx(1.0)
+    assert lr_factor(30, cfg, 10) == pytest.approx(1e-2)  # min_lr / lr at the end
+
+
+def test_exact_resume_after_a_stop_and_after_kill_minus_9(synthetic_root, tmp_path):
+    common = ("train.save_every_steps=1",)
+    _run_train(*_cli_opts(synthetic_root, tmp_path / "full", "train.epochs=2", *common))
+    reference = _weights(tmp_path / "full" / "last.pth")
+
+    # Stop after epoch 1, then resume to epoch 2 (the stored config, with train.epochs changed).
+    _run_train(*_cli_opts(synthetic_root, tmp_path / "stop", "train.epochs=1", *common))
+    _run_train("--resume", str(tmp_path / "stop" / "last.pth"), "--opt", "train.epochs=2")
+    _assert_bitwise_equal(reference, _weights(tmp_path / "stop" / "last.pth"))
+    full_history = (tmp_path / "full" / "history.jsonl").read_text().splitlines()
+    resumed_history = (tmp_path / "stop" / "history.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(line).items() if k != "val_seconds"} for line in full_history]
+    assert strip == [{k: v for k, v in json.loads(line).items() if k != "val_seconds"} for line in resumed_history]
+
+    # kill -9 in the middle of epoch 2 (after its first step's checkpoint), then --resume auto.
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(REPO / "train.py"), "--no_progress",
+           *_cli_opts(synthetic_root, out, "train.epochs=2", *common)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, seen = out / "last.pth", set()
+    try:
+        deadline = time.time() + 240
+        while len(seen) < 5 and proc.poll() is None and time.time() < deadline:
+            try:
+                st = os.stat(last)
+                seen.add((st.st_ino, st.st_mtime_ns))  # every save renames a new file over last.pth
+            except FileNotFoundError:
+                pass
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    state = load_checkpoint(last)["state"]
+    assert state["epoch"] == 1 and state["batch_in_epoch"] > 0, state  # really mid-epoch
+    _run_train("--resume", "auto", *_cli_opts(synthetic_root, out, "train.epochs=2", *common))
+    _assert_bitwise_equal(reference, _weights(last))
+
+
+def test_two_process_torchrun_matches_one_process(synthetic_root, tmp_path):
+    one = _one_step_delta(synthetic_root, tmp_path / "one", "train.batch_size=8")
+    opts = _cli_opts(synthetic_root, tmp_path / "ddp", "train.epochs=1", "optim.eps=1.0", "loss.integrity_weight=0",
+                     "loss.depth_weight=0", "data.augment.enabled=false", "data.val_split=''", "train.batch_size=4")
+    torch.manual_seed(0)  # train.seed: the weights every run of this config starts from
+    before = build_model(tiny_config(synthetic_root, tmp_path).model).state_dict()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(REPO / "train.py"), "--no_progress", *opts], capture_output=True, text=True, cwd=REPO,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pth")
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["step"] == 1
+    two = {k: ckpt["model"][k] - before[k] for k in one}
+    _assert_same_update(one, two)
+
+
+def _poison_second_batch(trainer: Trainer) -> None:
+    forward = trainer._forward_loss
+    calls = {"n": 0}
+
+    def poisoned(batch):
+        total, parts = forward(batch)
+        calls["n"] += 1
+        return (total * float("nan"), parts) if calls["n"] == 2 else (total, parts)
+
+    trainer._forward_loss = poisoned
+
+
+def test_non_finite_loss_stops_with_a_clear_message_or_is_skipped(synthetic_root, tmp_path):
+    cfg = tiny_config(synthetic_root, tmp_path / "stop", "train.epochs=1", "train.save_every_steps=1",
+                      "data.val_split=''")
+    trainer = Trainer(cfg, show_progress=False)
+    _poison_second_batch(trainer)
+    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 1, step 1.*total=nan.*seg="):
+        trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "stop" / "last.pth")  # the last good checkpoint is intact
+    assert ckpt["step"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+    cfg = tiny_config(synthetic_root, tmp_path / "skip", "train.epochs=1", "train.on_nonfinite=skip")
+    trainer = Trainer(cfg, show_progress=False)
+    _poison_second_batch(trainer)
+    state = trainer.fit()
+    assert state.skipped == 1 and state.step == 4
+    history = [json.loads(line) for line in (tmp_path / "skip" / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["skipped"] == 1 and all(torch.isfinite(v).all() for v in _weights(tmp_path / "skip" /
+                                                                                           "last.pth").values())
+
+
+def test_corrupt_checkpoint_and_unsafe_restarts_give_clear_errors(synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    _run_train(*_cli_opts(synthetic_root, out, "train.epochs=1", "data.val_split=''"))
+    # A second plain start would overwrite the run: refused.
+    again = _run_train(*_cli_opts(synthetic_root, out, "train.epochs=1"), check=False)
+    assert again.returncode == 2 and "--resume auto" in again.stderr and "Traceback" not in again.stderr
+    # best.pth-like files (weights only) cannot be resumed: the message says how to fine-tune instead.
+    shutil.copy(out / "last.pth", tmp_path / "copy.pth")
+    with pytest.raises(CheckpointError, match="train.init_from"):
+        ckpt = load_checkpoint(tmp_path / "copy.pth")
+        torch.save({"model": ckpt["model"], "config": ckpt["config"], "epoch": 1}, tmp_path / "weights.pth")
+        Trainer(tiny_config(synthetic_root, tmp_path / "x"), resume=tmp_path / "weights.pth", show_progress=False)
+    # A truncated last.pth (e.g. copied while being written elsewhere) names the file and the problem.
+    data = (out / "last.pth").read_bytes()
+    (out / "last.pth").write_bytes(data[: len(data) // 2])
+    broken = _run_train("--resume", "auto", *_cli_opts(synthetic_root, out, "train.epochs=2"), check=False)
+    assert broken.returncode == 2 and "last.pth" in broken.stderr and "corrupt" in broken.stderr
+    assert "Traceback" not in broken.stderr
+
+
+def test_fine_tuning_starts_from_a_checkpoint(synthetic_root, tmp_path, tiny_checkpoint):
+    cfg = tiny_config(synthetic_root, tmp_path / "ft", "train.epochs=1", "model.depth_head=true",
+                      f"train.init_from={tiny_checkpoint}", "data.val_split=''")
+    trainer = Trainer(cfg, show_progress=False)
+    start, weights = load_checkpoint(tiny_checkpoint)["model"], trainer.model.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in start.items())
+    assert any(k.startswith("depth_decoder.") for k in weights) and not any(k.startswith("depth_decoder.")
+                                                                            for k in start)
+    trainer.fit()
+    wrong = tiny_config(synthetic_root, tmp_path / "ft2", "model.emb_dim=32", f"train.init_from={tiny_checkpoint}")
+    with pytest.raises(TrainingError, match="does not fit"):
+        Trainer(wrong, show_progress=False)
