@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pdfnet.cli import print_failures
-from pdfnet.data.datasets import DatasetError, discover, validate_samples
+from pdfnet.data.datasets import DatasetError, discover, evaluation_depth_folder, validate_samples
 from pdfnet.data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png
 from pdfnet.metrics import Evaluator
 from pdfnet.metrics.report import format_table
@@ -119,7 +119,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
     save_dir = args.save_dir or (Path(cfg.eval.save_dir) if cfg.eval.save_dir else None)
     root = args.data_root or Path(cfg.data.root)
     size = args.size or cfg.data.size
-    depth_dir = args.depth_dir or cfg.data.depth_dir
     splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
     estimator = None
     if args.depth_model:
@@ -128,7 +127,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
         estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
     results, failures = {}, []
     overall = new_evaluator(args)
+    cfg.data.root = str(root)
     for split in splits:
+        depth_dir = args.depth_dir or evaluation_depth_folder(cfg.data, split)
         cached = (Path(root) / split / depth_dir).is_dir()
         samples = discover(root, split, cfg.data.layout, image_dir=cfg.data.image_dir, mask_dir=cfg.data.mask_dir,
                            depth_dir=depth_dir, need_depth=cached or estimator is None)

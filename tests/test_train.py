@@ -78,8 +78,17 @@ def test_one_step_trains_and_writes_a_complete_run_directory(synthetic_root, tmp
     for name in ("config.yaml", "best.pth", "train.log"):
         assert (tmp_path / "run" / name).is_file(), name
     assert any((tmp_path / "run" / "tb").iterdir())
-    model, loaded_cfg = model_from_checkpoint(tmp_path / "run" / "best.pth")  # what evaluate.py --ckpt does
+    model, loaded_cfg = model_from_checkpoint(tmp_path / "run" / "best.pth")
     assert loaded_cfg.data.size == 128 and not model.training
+    # evaluate.py on best.pth reproduces the validation line that selected it, exactly.
+    sys.path.insert(0, str(REPO))
+    import evaluate
+
+    assert evaluate.main(["--ckpt", str(tmp_path / "run" / "best.pth"), "--split", "DIS-VD", "--no_hce",
+                          "--json", str(tmp_path / "eval.json")]) == 0
+    reported = json.loads((tmp_path / "eval.json").read_text())["metrics"]
+    best_line = next(h for h in reversed(history) if h["best"])
+    assert all(reported[k] == best_line[k] for k in ("maxF", "wF", "Sm", "meanEm", "MAE"))
 
 
 def _one_step_delta(root, out_dir, *overrides: str) -> dict[str, torch.Tensor]:

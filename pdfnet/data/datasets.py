@@ -195,12 +195,16 @@ def training_samples(cfg: DataConfig) -> tuple[list[Sample], list[str]]:
     return out, notices
 
 
-def validation_samples(cfg: DataConfig) -> list[Sample]:
-    """Validation samples; the input depth is the first of ``cfg.depth_choices`` when that folder exists (the
-    official validation reads depth_large), else ``cfg.depth_dir``."""
-    root = Path(cfg.root)
-    split_dir = _split_folder(root, cfg.val_split, cfg.layout)
-    folder = cfg.depth_dir
+def evaluation_depth_folder(cfg: DataConfig, split: str) -> str:
+    """The depth folder evaluated with: the first of ``cfg.depth_choices`` when the split has it (the official
+    validation reads depth_large), else ``cfg.depth_dir``."""
+    split_dir = _split_folder(Path(cfg.root), split, cfg.layout)
     if cfg.depth_choices and split_dir != Path() and (split_dir / cfg.depth_choices[0]).is_dir():
-        folder = cfg.depth_choices[0]
-    return discover(root, cfg.val_split, cfg.layout, cfg.image_dir, cfg.mask_dir, folder)
+        return cfg.depth_choices[0]
+    return cfg.depth_dir
+
+
+def validation_samples(cfg: DataConfig) -> list[Sample]:
+    """Validation samples, with the depth folder of :func:`evaluation_depth_folder`."""
+    return discover(cfg.root, cfg.val_split, cfg.layout, cfg.image_dir, cfg.mask_dir,
+                    evaluation_depth_folder(cfg, cfg.val_split))

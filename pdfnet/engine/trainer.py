@@ -163,7 +163,7 @@ class Trainer:
             validate_samples(samples + val_samples)
         cache = cfg.data.cache_dir or None
         self.train_set = DISDataset(samples, cfg.data.size, cfg.data.augment, cache, seed=t.seed)
-        self.val_set = DISDataset(val_samples, cfg.data.size, None, cache, seed=t.seed) if val_samples else None
+        self.val_samples = val_samples
         self.sampler = ResumableSampler(len(samples), shuffle=True, seed=t.seed, rank=self.ctx.rank,
                                         world_size=self.ctx.world_size)
         group = t.batch_size * t.accum_steps
@@ -255,7 +255,7 @@ class Trainer:
     def _nonfinite(self, total: torch.Tensor, parts: dict[str, torch.Tensor], names: list[str]) -> None:
         shown = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
         message = (f"non-finite loss at epoch {self.state.epoch + 1}, step {self.state.step}, micro-batch "
-                   f"{self.state.batch_in_epoch} (samples {names}): total={float(total):.4g}, {shown}")
+                   f"{self.state.batch_in_epoch} (samples {names}): total={float(total.detach()):.4g}, {shown}")
         if self.cfg.train.on_nonfinite == "stop":
             raise TrainingError(message + ". Nothing was saved after the last checkpoint. Lower optim.lr, set "
                                 "optim.clip_grad, prefer train.amp=bf16 to fp16, or set train.on_nonfinite=skip")
@@ -338,11 +338,10 @@ class Trainer:
         t, state = self.cfg.train, self.state
         model = self.ema.module if self.ema is not None else self.model
         started = time.perf_counter()
-        bar = tqdm(total=math.ceil(len(self.val_set) / self.ctx.world_size), disable=not self.show_progress,
+        bar = tqdm(total=math.ceil(len(self.val_samples) / self.ctx.world_size), disable=not self.show_progress,
                    desc="validate", unit="img", leave=False, dynamic_ncols=True)
-        metrics, panels = validate(model, self.val_set, self.ctx, self.device, self.amp_dtype, t.val_hce,
-                                   self.cfg.eval.batch_size, self.cfg.data.num_workers, t.val_panels,
-                                   progress=lambda: bar.update(1))
+        metrics, panels = validate(model, self.val_samples, self.cfg.data.size, self.ctx, t.val_hce,
+                                   self.cfg.data.num_workers, t.val_panels, progress=lambda: bar.update(1))
         bar.close()
         if not self.ctx.is_main:
             return None
@@ -379,13 +378,13 @@ class Trainer:
                 amp = t.amp if self.amp_dtype else "none"
                 self.log(f"training {len(self.train_set)} samples ({self.steps_per_epoch} steps/epoch x "
                          f"{self.ctx.world_size} process(es)) on {self.device}, amp={amp}, run dir {self.out_dir}")
-            if self.val_set is not None and not state.history and state.epoch == 0 and state.batch_in_epoch == 0:
+            if self.val_samples and not state.history and state.epoch == 0 and state.batch_in_epoch == 0:
                 self.run_validation()  # the untrained model: the baseline every later line is compared with
                 if self.ctx.is_main:
                     self._write_history()
             while state.epoch < t.epochs:
                 self.train_epoch()
-                if self.val_set is not None and (state.epoch % t.val_every_epochs == 0 or state.epoch == t.epochs):
+                if self.val_samples and (state.epoch % t.val_every_epochs == 0 or state.epoch == t.epochs):
                     self.run_validation()
                 self.save_last()
                 if self.ctx.is_main:

@@ -1,61 +1,75 @@
-"""Validation during training: predict a split (sharded across ranks), score at each mask's own resolution."""
+"""Validation during training: the same prediction and scoring path as ``evaluate.py --ckpt`` (full-resolution
+image and depth read from disk, resized to the model size, probabilities resized back, metrics at the mask's own
+resolution), sharded across ranks."""
 
 from __future__ import annotations
-
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset
 
-from ..data.dataset import IMAGENET_MEAN, IMAGENET_STD, DISDataset
-from ..data.io import probs_to_u8, read_gray_u8
+from ..data.datasets import Sample
+from ..data.io import probs_to_u8, read_depth, read_gray_u8, read_rgb_u8
 from ..metrics import Evaluator
 from ..metrics.evaluator import image_statistics
 from .distributed import DistContext, gather_objects
-from .inference import predict_logits
+from .inference import predict_probs
 
 
-def _panel(image: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """image | depth | GT | prediction for one sample at model size: uint8 [3,S,4S]."""
-    rgb = (image.cpu().float() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1)
-    grays = [t.cpu().float().clamp(0, 1).expand(3, -1, -1) for t in (depth, mask, probs)]
-    return (torch.cat([rgb, *grays], dim=2) * 255).round().byte()
+class FullResolutionPairs(Dataset):
+    """(name, RGB uint8 [H,W,3], depth float32 [H,W], GT uint8 [H,W]) per sample, decoded in loader workers."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+        s = self.samples[index]
+        return s.name, read_rgb_u8(s.image), read_depth(s.depth), read_gray_u8(s.mask)
+
+
+def _as_is(item):
+    return item  # keep NumPy arrays (the default would convert them to tensors)
+
+
+def _panel(image: np.ndarray, depth: np.ndarray, gt: np.ndarray, probs: np.ndarray, size: int) -> torch.Tensor:
+    """image | depth | GT | prediction at ``size`` x ``size``: uint8 [3,S,4S]."""
+    def square(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0]
+        return t.expand(3, -1, -1) if t.shape[0] == 1 else t
+
+    depth = (depth - depth.min()) / max(float(depth.max() - depth.min()), 1e-12)
+    parts = [square(image / 255.0), square(depth), square(gt / 255.0), square(probs)]
+    return (torch.cat(parts, dim=2).clamp(0, 1) * 255).round().byte()
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, dataset: DISDataset, ctx: DistContext, device: torch.device,
-             amp_dtype: torch.dtype | None = None, with_hce: bool = False, batch_size: int = 1,
-             num_workers: int = 0, panels: int = 0, progress=None) -> tuple[dict[str, float] | None, list]:
-    """Metrics of ``model`` on ``dataset`` (each rank predicts every world_size-th sample; rank 0 aggregates).
+def validate(model: torch.nn.Module, samples: list[Sample], size: int, ctx: DistContext, with_hce: bool = False,
+             num_workers: int = 0, panels: int = 0, panel_size: int = 256,
+             progress=None) -> tuple[dict[str, float] | None, list[torch.Tensor]]:
+    """Metrics of ``model`` on ``samples`` (rank r predicts samples r, r+W, ...; rank 0 aggregates), in float32.
 
-    Predictions are resized (bilinear) to the original image size and quantised like saved PNGs; GT masks are read
-    from disk at full resolution, so the numbers are those ``evaluate.py`` reports for the same weights.
-    Returns (metrics on rank 0 / None elsewhere, up to ``panels`` uint8 [3,S,4S] panels from rank 0).
+    Returns (metrics on rank 0 / None elsewhere, up to ``panels`` uint8 [3,P,4P] panels from rank 0).
     """
     was_training = model.training
     model.eval()
-    shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))
-    loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers, shuffle=False,
+    shard = FullResolutionPairs(samples[ctx.rank::ctx.world_size])
+    loader = DataLoader(shard, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
                         generator=torch.Generator().manual_seed(0))  # not the global RNG (exact resume)
-    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
     stats, shown = {}, []
     try:
-        for batch in loader:
-            with autocast:
-                logits = predict_logits(model, batch["image"].to(device), batch["depth"].to(device))
-            probs = logits.float().sigmoid()
-            for i, name in enumerate(batch["name"]):
-                h, w = (int(v) for v in batch["orig_size"][i])
-                full = F.interpolate(probs[i:i + 1], size=(h, w), mode="bilinear", align_corners=False)
-                pred_u8 = probs_to_u8(full[0, 0].clamp(0, 1).cpu().numpy())
-                sample = dataset.samples[dataset.samples_index[name]]
-                stats[name] = image_statistics(pred_u8, read_gray_u8(sample.mask), with_hce)
-                if ctx.is_main and len(shown) < panels:
-                    shown.append(_panel(batch["image"][i], batch["depth"][i], batch["mask"][i], probs[i]))
-                if progress is not None:
-                    progress()
+        for name, image, depth, gt in loader:
+            probs = predict_probs(model, image, depth, size)
+            stats[name] = image_statistics(probs_to_u8(probs), gt, with_hce)
+            if ctx.is_main and len(shown) < panels:
+                shown.append(_panel(image, depth, gt, probs, panel_size))
+            if progress is not None:
+                progress()
     finally:
         model.train(was_training)
     gathered = gather_objects(ctx, stats)
@@ -69,5 +83,5 @@ def validate(model: torch.nn.Module, dataset: DISDataset, ctx: DistContext, devi
 
 
 def panel_grid(panels: list[torch.Tensor]) -> np.ndarray:
-    """Stack panels vertically: uint8 [H,W,3] for image files."""
+    """Stack panels vertically: uint8 [H,W,3] for image files and tensorboard."""
     return torch.cat(panels, dim=1).permute(1, 2, 0).numpy()
