@@ -244,3 +244,20 @@ def test_fine_tuning_starts_from_a_checkpoint(synthetic_root, tmp_path, tiny_che
     wrong = tiny_config(synthetic_root, tmp_path / "ft2", "model.emb_dim=32", f"train.init_from={tiny_checkpoint}")
     with pytest.raises(TrainingError, match="does not fit"):
         Trainer(wrong, show_progress=False)
+
+
+def test_quickstart_end_to_end_short(tmp_path):
+    """scripts/quickstart.py with the smoke config, shortened: data, training, evaluation table, panel; a second
+    call resumes the finished run instead of training again."""
+    cmd = [sys.executable, str(REPO / "scripts" / "quickstart.py"), "--out", str(tmp_path / "qs"), "--no_progress",
+           "--n_train", "8", "--n_val", "2", "--opt", "data.size=128", "--opt", "train.epochs=1",
+           "--opt", "train.batch_size=4"]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "untrained (epoch 0)" in first.stdout and "best.pth (epoch 1)" in first.stdout
+    assert (tmp_path / "qs" / "panel.png").is_file()
+    import cv2
+
+    assert cv2.imread(str(tmp_path / "qs" / "panel.png")).shape == (2 * 192, 4 * 192, 3)
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert again.returncode == 0 and "resumed from" in again.stdout and "epoch 1 step" not in again.stdout

@@ -35,7 +35,7 @@ def _as_is(item):
     return item  # keep NumPy arrays (the default would convert them to tensors)
 
 
-def _panel(image: np.ndarray, depth: np.ndarray, gt: np.ndarray, probs: np.ndarray, size: int) -> torch.Tensor:
+def make_panel(image: np.ndarray, depth: np.ndarray, gt: np.ndarray, probs: np.ndarray, size: int) -> torch.Tensor:
     """image | depth | GT | prediction at ``size`` x ``size``: uint8 [3,S,4S]."""
     def square(x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -67,7 +67,7 @@ def validate(model: torch.nn.Module, samples: list[Sample], size: int, ctx: Dist
             probs = predict_probs(model, image, depth, size)
             stats[name] = image_statistics(probs_to_u8(probs), gt, with_hce)
             if ctx.is_main and len(shown) < panels:
-                shown.append(_panel(image, depth, gt, probs, panel_size))
+                shown.append(make_panel(image, depth, gt, probs, panel_size))
             if progress is not None:
                 progress()
     finally:
