@@ -35,22 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_data(root: Path, n_train: int, n_val: int, size: int) -> None:
-    from pdfnet.data.synthetic import write_split
-
-    for split, count, first in (("DIS-TR", n_train, 0), ("DIS-VD", n_val, 100_000)):
-        folder = root / split / "gt"
-        if folder.is_dir() and len(list(folder.glob("*.png"))) == count:
-            continue
-        shutil.rmtree(root / split, ignore_errors=True)
-        write_split(root, split, count, size, seed=0, first_index=first)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pdfnet.config import ConfigError, load_config
     from pdfnet.data.datasets import validation_samples
     from pdfnet.data.io import read_depth, read_gray_u8, read_rgb_u8, write_png
+    from pdfnet.data.synthetic import ensure_synthetic_dataset
     from pdfnet.engine.distributed import DistContext
     from pdfnet.engine.inference import load_model, predict_probs
     from pdfnet.engine.trainer import Trainer, TrainingError
@@ -67,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"[1/4] synthetic data -> {data_root}")
-    make_data(data_root, args.n_train, args.n_val, cfg.data.size)
+    ensure_synthetic_dataset(data_root, args.n_train, args.n_val, cfg.data.size)
 
     print(f"[2/4] training ({args.config.name}: {cfg.model.backbone}, {cfg.data.size} px, {cfg.train.epochs} epochs)"
           f" -> {run_dir}")

@@ -261,3 +261,16 @@ def test_quickstart_end_to_end_short(tmp_path):
     assert cv2.imread(str(tmp_path / "qs" / "panel.png")).shape == (2 * 192, 4 * 192, 3)
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert again.returncode == 0 and "resumed from" in again.stdout and "epoch 1 step" not in again.stdout
+
+
+def test_ablation_variants_train_and_tabulate(tmp_path):
+    cmd = [sys.executable, str(REPO / "scripts" / "ablation.py"), "--out", str(tmp_path / "abl"), "--no_progress",
+           "--variants", "full", "no_depth", "no_patches", "--n_train", "4", "--n_val", "2",
+           "--opt", "data.size=128", "--opt", "train.epochs=1", "--opt", "train.batch_size=4"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "abl" / "ablation.txt").read_text()
+    assert "w/o depth input" in table and "w/o patch branch" in table and "ΔmaxF" in table
+    assert "+0.000" in table.splitlines()[1]  # the reference row
+    stored = load_checkpoint(tmp_path / "abl" / "no_patches" / "last.pth")["config"]
+    assert stored["model"]["use_patches"] is False and stored["model"]["use_depth"] is True

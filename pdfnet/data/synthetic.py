@@ -155,3 +155,17 @@ def write_split(out: str | Path, split: str, count: int, size: int, seed: int, f
         atomic_write_bytes(base / "im" / f"{name}.jpg", jpg.tobytes())
         write_png(base / "gt" / f"{name}.png", scene.mask)
         write_png(base / "depth" / f"{name}.png", scene.depth)
+
+
+def ensure_synthetic_dataset(root: str | Path, n_train: int, n_val: int, size: int, seed: int = 0) -> None:
+    """DIS-TR (``n_train`` scenes) and DIS-VD (``n_val`` scenes, distinct indices) under ``root``; a split that
+    already holds the requested number of scenes is kept, any other is rewritten."""
+    import shutil
+
+    root = Path(root)
+    for split, count, first in (("DIS-TR", n_train, 0), ("DIS-VD", n_val, 100_000)):
+        masks = root / split / "gt"
+        if masks.is_dir() and len(list(masks.glob("*.png"))) == count:
+            continue
+        shutil.rmtree(root / split, ignore_errors=True)
+        write_split(root, split, count, size, seed=seed, first_index=first)
