@@ -94,3 +94,16 @@ def test_shipped_configs_load():
     assert paths
     for path in paths:
         load_config(path)
+
+
+def test_shipped_configs_load_and_dis5k_is_the_paper_recipe():
+    from conftest import REPO
+
+    for name in ("dis5k", "smoke", "custom"):
+        load_config(REPO / "configs" / f"{name}.yaml")
+    cfg = load_config(REPO / "configs" / "dis5k.yaml")
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.schedule) == (1e-5, 1e-4, "constant")
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.data.size, cfg.train.best_metric) == (100, 1, 1024, "maxF")
+    assert cfg.data.depth_choices == ["depth_large", "depth_base", "depth_small"]
+    assert cfg.data.depth_target_dir == "depth_large_1024" and cfg.data.val_split == "DIS-VD"
+    assert cfg.data.augment.enabled and cfg.model.drop_path == 0.1 and cfg.model.fusion_dropout == 0.1
