@@ -274,3 +274,20 @@ def test_ablation_variants_train_and_tabulate(tmp_path):
     assert "+0.000" in table.splitlines()[1]  # the reference row
     stored = load_checkpoint(tmp_path / "abl" / "no_patches" / "last.pth")["config"]
     assert stored["model"]["use_patches"] is False and stored["model"]["use_depth"] is True
+
+
+def test_ema_and_gradient_checkpointing_switches(synthetic_root, tmp_path):
+    cfg = tiny_config(synthetic_root, tmp_path / "ema", "train.epochs=1", "train.ema_decay=0.5",
+                      "model.grad_checkpointing=true", "train.batch_size=4")
+    trainer = Trainer(cfg, show_progress=False)
+    stages = [m for m in trainer.model.backbone.modules() if hasattr(m, "grad_checkpointing")]
+    assert stages and all(m.grad_checkpointing for m in stages)
+    trainer.fit()
+    last = load_checkpoint(tmp_path / "ema" / "last.pth")
+    ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert int(last["ema"]["n_averaged"]) == 2  # one update per optimizer step
+    assert any(not torch.equal(ema[k], last["model"][k]) for k in last["model"] if k in ema)
+    best = load_checkpoint(tmp_path / "ema" / "best.pth")
+    assert best["ema"] is True  # best.pth holds the validated (EMA) weights
+    if best["epoch"] == 1:
+        assert all(torch.equal(best["model"][k], ema[k]) for k in best["model"])
