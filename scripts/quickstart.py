@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pdfnet.config import ConfigError, load_config
     from pdfnet.data.datasets import validation_samples
-    from pdfnet.data.io import read_depth, read_gray_u8, read_rgb_u8, write_png
+    from pdfnet.data.io import write_png
     from pdfnet.data.synthetic import ensure_synthetic_dataset
     from pdfnet.engine.distributed import DistContext
-    from pdfnet.engine.inference import load_model, predict_probs
+    from pdfnet.engine.inference import load_model
     from pdfnet.engine.trainer import Trainer, TrainingError
-    from pdfnet.engine.validation import make_panel, panel_grid, validate
+    from pdfnet.engine.validation import panel_grid, validate
     from pdfnet.metrics.report import format_table
 
     started = time.perf_counter()
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print("[3/4] evaluating best.pth on DIS-VD (standard DIS metrics, HCE included)")
     model, _ = load_model(run_dir / "best.pth", "cpu")
     samples = validation_samples(cfg.data)
-    trained, _ = validate(model, samples, cfg.data.size, DistContext(), with_hce=True)
+    trained, panels = validate(model, samples, cfg.data.size, DistContext(), with_hce=True, panels=4, panel_size=192)
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     untrained = history[0]
     best = next(h for h in reversed(history) if h["best"])
@@ -79,10 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table({"untrained (epoch 0)": untrained, f"best.pth (epoch {best['epoch']})": trained}))
 
     print("\n[4/4] panel of predictions (image | depth | GT | prediction)")
-    panels = []
-    for s in samples[:4]:
-        image, depth, gt = read_rgb_u8(s.image), read_depth(s.depth), read_gray_u8(s.mask)
-        panels.append(make_panel(image, depth, gt, predict_probs(model, image, depth, cfg.data.size), 192))
     write_png(args.out / "panel.png", panel_grid(panels))
     print(f"wrote {args.out / 'panel.png'}")
     print(f"\ndone in {time.perf_counter() - started:.0f} s. Next: tensorboard --logdir {run_dir / 'tb'}; "

@@ -86,7 +86,6 @@ class DISDataset(Dataset):
     def __init__(self, samples: list[Sample], size: int, augment: AugmentConfig | None = None,
                  cache_dir: str | Path | None = None, seed: int = 0) -> None:
         self.samples = samples
-        self.samples_index = {s.name: i for i, s in enumerate(samples)}
         self.size = size
         self.augment = JointAugment(augment) if augment is not None and augment.enabled else None
         self.cache = ResizedSampleCache(cache_dir) if cache_dir else None

@@ -34,12 +34,13 @@ from tqdm import tqdm
 from ..config import Config, config_to_yaml
 from ..data.dataset import DISDataset
 from ..data.datasets import training_samples, validate_samples, validation_samples
-from ..data.io import atomic_write_bytes, write_png
+from ..data.io import atomic_write_bytes
 from ..losses import PDFNetLoss
 from ..metrics.evaluator import LOWER_IS_BETTER
 from ..models import PDFNet, build_model
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, make_checkpoint, model_from_checkpoint
-from .distributed import DistContext, any_rank, barrier, gather_objects, init_distributed, local_device, shutdown
+from .distributed import any_rank, barrier, gather_objects, init_distributed, local_device, shutdown
+from .inference import resolve_device
 from .rng import capture_rng, restore_rng, seed_everything, seed_worker
 from .sampler import ResumableSampler
 from .validation import panel_grid, validate
@@ -108,11 +109,7 @@ class Trainer:
         self.cfg = cfg
         t = cfg.train
         self.out_dir = Path(t.out_dir)
-        from .inference import resolve_device
-
-        self.ctx = DistContext()
-        self.device = resolve_device(t.device)
-        self.ctx = init_distributed(self.device)
+        self.ctx = init_distributed(resolve_device(t.device))  # the backend follows the device type
         self.device = local_device(t.device, self.ctx.local_rank)
         self.show_progress = show_progress and self.ctx.is_main
         if t.best_metric == "HCE" and not t.val_hce:
@@ -398,10 +395,4 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
             shutdown(self.ctx)
-
-
-def write_panels(path: str | Path, panels: list[torch.Tensor]) -> None:
-    """Save validation panels as one PNG (rows of image | depth | GT | prediction)."""
-    write_png(path, panel_grid(panels))
-
 
