@@ -1,5 +1,5 @@
 """Inference at any image size: resize to the model size, predict (optionally with test-time augmentation), resize
-the probabilities back to the image's size.
+the probabilities back to the image's size; batched, under autocast, or tiled (tiling.py) for very large images.
 
 TTA is the official evaluation's protocol: horizontal flip x scales {0.75, 1, 1.25} (bilinear, no corner alignment),
 logits brought back to the model size and un-flipped, averaged, then the sigmoid.
@@ -7,7 +7,10 @@ logits brought back to the model size and un-flipped, averaged, then the sigmoid
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,15 +41,33 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> 
     return model.to(device).eval(), cfg
 
 
-def to_model_inputs(image_rgb: np.ndarray, depth: np.ndarray, size: int,
+def half_dtype(device: torch.device) -> torch.dtype:
+    """The reduced precision used by ``--half``: bfloat16, or float16 on GPUs without bfloat16 support."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, half: bool) -> contextlib.AbstractContextManager:
+    """Autocast to :func:`half_dtype` when ``half``; otherwise a no-op (float32)."""
+    if not half:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=half_dtype(device))
+
+
+def to_model_inputs(image_rgb: np.ndarray, depth: np.ndarray, size: int | tuple[int, int],
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 RGB [H,W,3] and depth float [H,W] -> image [1,3,S,S] ImageNet-normalised, depth [1,1,S,S]."""
+    """uint8 RGB [H,W,3] and depth float [H,W] -> image [1,3,S,S] ImageNet-normalised, depth [1,1,S,S].
+
+    ``size`` is S or (S_h, S_w). The uint8 image travels to the device before it is converted (4x less traffic).
+    """
+    size = (size, size) if isinstance(size, int) else tuple(size)
     image = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device).permute(2, 0, 1)[None].float() / 255
-    image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+    image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     depth_t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)).to(device)[None, None]
-    depth_t = F.interpolate(depth_t, size=(size, size), mode="bilinear", align_corners=False)
+    depth_t = F.interpolate(depth_t, size=size, mode="bilinear", align_corners=False)
     return (image - mean) / std, depth_t
 
 
@@ -58,28 +79,91 @@ def _scaled(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(model: PDFNet, image: torch.Tensor, depth: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Main-output logits [B,1,S,S] for model-size inputs; with ``tta`` the mean logits over flip x scales."""
+def predict_logits(model: torch.nn.Module, image: torch.Tensor, depth: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Main-output logits [B,1,S,S] (float32) for model-size inputs; with ``tta`` the mean over flip x scales."""
     if not tta:
-        return model(image, depth)[0]
+        return model(image, depth)[0].float()
     size = image.shape[-2:]
     total = None
     for flip in (False, True):
         img, dep = (image.flip(-1), depth.flip(-1)) if flip else (image, depth)
         for scale in TTA_SCALES:
-            logits = model(_scaled(img, scale), _scaled(dep, scale))[0]
+            logits = model(_scaled(img, scale), _scaled(dep, scale))[0].float()
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False) if scale != 1 else logits
             logits = logits.flip(-1) if flip else logits
             total = logits if total is None else total + logits
     return total / (2 * len(TTA_SCALES))
 
 
-def predict_probs(model: PDFNet, image_rgb: np.ndarray, depth: np.ndarray, size: int = 1024,
-                  tta: bool = False) -> np.ndarray:
-    """Foreground probabilities float32 [H,W] at the image's own size for one uint8 RGB image and its depth."""
-    device = next(model.parameters()).device
-    h, w = image_rgb.shape[:2]
-    image, depth_t = to_model_inputs(image_rgb, depth, size, device)
-    probs = predict_logits(model, image, depth_t, tta).float().sigmoid()
-    probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def predict_model_size(model: torch.nn.Module, images: Sequence[np.ndarray], depths: Sequence[np.ndarray],
+                       size: int, tta: bool = False, half: bool = False) -> torch.Tensor:
+    """Probabilities [N,1,S,S] (float32, on the model's device) of N images (any sizes) resized to S x S and run
+    as one batch. The model normalises depth per sample, so a result does not depend on its batch-mates."""
+    device = model_device(model)
+    pairs = [to_model_inputs(im, de, size, device) for im, de in zip(images, depths)]
+    image = torch.cat([p[0] for p in pairs])
+    depth = torch.cat([p[1] for p in pairs])
+    del pairs
+    with autocast(device, half):
+        return predict_logits(model, image, depth, tta).sigmoid_()
+
+
+def probs_at_size(probs: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """[1,S_h,S_w] or [1,1,S_h,S_w] probabilities -> float32 [height,width] numpy in [0,1]."""
+    probs = probs.reshape(1, 1, *probs.shape[-2:])
+    probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
     return probs[0, 0].clamp_(0, 1).cpu().numpy()
+
+
+def predict_probs(model: torch.nn.Module, image_rgb: np.ndarray, depth: np.ndarray, size: int = 1024,
+                  tta: bool = False, half: bool = False) -> np.ndarray:
+    """Foreground probabilities float32 [H,W] at the image's own size for one uint8 RGB image and its depth."""
+    probs = predict_model_size(model, [image_rgb], [depth], size, tta, half)
+    return probs_at_size(probs[0], *image_rgb.shape[:2])
+
+
+@dataclass
+class Predictor:
+    """Every inference option in one place; used by predict.py and evaluate.py.
+
+    ``batch_size`` images (plain mode) or tiles (tiled mode) run per forward pass. ``tile``: see
+    :func:`pdfnet.engine.tiling.predict_probs_tiled` (images no larger than one tile take the plain path).
+    """
+
+    model: torch.nn.Module
+    size: int = 1024
+    tta: bool = False
+    half: bool = False
+    batch_size: int = 1
+    tile: bool = False
+    tile_overlap: int = 256
+    tile_skip_confidence: float = 0.98
+
+    @classmethod
+    def from_config(cls, model: torch.nn.Module, cfg: Config, **overrides) -> Predictor:
+        """The config's ``data.size`` and ``eval.*`` inference knobs; keyword arguments that are not None win."""
+        options = dict(size=cfg.data.size, tta=cfg.eval.tta, half=cfg.eval.half, batch_size=cfg.eval.batch_size,
+                       tile=cfg.eval.tile, tile_overlap=cfg.eval.tile_overlap,
+                       tile_skip_confidence=cfg.eval.tile_skip_confidence)
+        options.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(model, **options)
+
+    def __call__(self, images: Sequence[np.ndarray], depths: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """uint8 RGB images [H_i,W_i,3] and their depth maps [H_i,W_i] -> probabilities float32 [H_i,W_i]."""
+        if self.tile:
+            from .tiling import predict_probs_tiled
+
+            return [predict_probs_tiled(self.model, im, de, self.size, tta=self.tta, half=self.half,
+                                        overlap=self.tile_overlap, batch_size=self.batch_size,
+                                        skip_confidence=self.tile_skip_confidence)
+                    for im, de in zip(images, depths)]
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            probs = predict_model_size(self.model, images[chunk], depths[chunk], self.size, self.tta, self.half)
+            out += [probs_at_size(p, *im.shape[:2]) for p, im in zip(probs, images[chunk])]
+        return out

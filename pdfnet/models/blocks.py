@@ -33,6 +33,12 @@ def release_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
+def lean_inference() -> bool:
+    """Whether the inference-only memory savings apply (row strips, freeing inputs early, heap trimming): no
+    autograd, and not being traced by torch.compile / torch.export, which want one plain graph instead."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def resize(x: torch.Tensor, size: tuple[int, int] | list[int] | torch.Size) -> torch.Tensor:
     """Bilinear resize with ``align_corners=True`` (PDFNet's only resampling mode). x: [B,C,h,w] -> [B,C,*size]."""
     size = (int(size[0]), int(size[1]))

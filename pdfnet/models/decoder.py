@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvNormAct, release_freed_memory, resize, resize_like
+from .blocks import ConvNormAct, lean_inference, release_freed_memory, resize, resize_like
 from .fusion import FSE
 
 # Feature pyramids are lists [L1, L2, L3, L4, global]: L1 finest, ``global`` at the L4 resolution.
@@ -45,12 +45,12 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
 
     x: [B,Cin,H,W] -> [B,Cout,H,W]. Output rows [i, j) of the strided conv only see upsampled rows [4i, 4j), so each
     strip upsamples just those rows and runs the same conv: the official arithmetic without materialising the whole
-    [B,Cin,4H,4W] input (400 MB at 1024²). Without autograd the result is channels-last (the fast layout for the
+    [B,Cin,4H,4W] input (400 MB at 1024²). In lean inference the result is channels-last (the fast layout for the
     full-resolution convs that follow).
     """
     b, _, h, w = x.shape
     size = (4 * h, 4 * w)
-    if torch.is_grad_enabled():
+    if not lean_inference():
         return torch.cat([conv(resize_rows(x, size, 4 * start, 4 * min(h, start + strip_rows)))
                           for start in range(0, h, strip_rows)], dim=2)
     out = torch.empty(b, conv.out_channels, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
@@ -146,16 +146,17 @@ class SegmentationDecoder(nn.Module):
         del img, depth, patch
 
         # Full-resolution detail path: 4x upsample + 4x4/4 conv, fused without materialising the 4x input.
-        if not torch.is_grad_enabled():
+        lean = lean_inference()
+        if lean:
             release_freed_memory()
         shallow = upsample4_conv4(torch.cat([image, depth3], dim=1), self.shallow[0])
-        if torch.is_grad_enabled():
+        if not lean:
             shallow = self.shallow[1](shallow)
         else:
             release_freed_memory()
             shallow = conv_rows_inplace_(shallow, self.shallow[1], halo=1, strip_rows=64)
         half = (2 * mix.shape[-2], 2 * mix.shape[-1])
-        if torch.is_grad_enabled():
+        if not lean:
             x = self.refine_half(resize(mix, half) + resize(shallow, half))
             main = self.heads[0](self.refine_full(resize(x, (h, w)) + shallow))
         else:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .backbone import SWIN_SPECS, SwinEncoder, WindowAttention, relative_position_index
-from .blocks import ConvNormAct, release_freed_memory, resize, resize_like
+from .blocks import ConvNormAct, lean_inference, release_freed_memory, resize, resize_like
 from .decoder import DepthDecoder, Pyramid, SegmentationDecoder
 from .fusion import VARIANTS, CoA
 
@@ -124,7 +124,7 @@ class PDFNet(nn.Module):
 
     @staticmethod
     def _release_if_cpu_inference(image: torch.Tensor) -> None:
-        if not torch.is_grad_enabled() and image.device.type == "cpu":
+        if lean_inference() and image.device.type == "cpu":
             release_freed_memory()
 
     def check_input(self, image: torch.Tensor, depth: torch.Tensor) -> None:
@@ -173,7 +173,7 @@ class PDFNet(nn.Module):
         if not return_depth:
             # Inference needs the pyramids only inside the decoder: let it free them level by level.
             return self.decoder(image, depth3, img_feats, depth_feats, patch_feats,
-                                release_inputs=not torch.is_grad_enabled())
+                                release_inputs=lean_inference())
         seg_logits = self.decoder(image, depth3, img_feats, depth_feats, patch_feats)
         if self.depth_decoder is None:
             raise RuntimeError("return_depth=True needs the depth head (model.depth_head: true)")

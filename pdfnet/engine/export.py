@@ -1,0 +1,105 @@
+"""ONNX export of PDFNet for deployment: probabilities from ImageNet-normalised images and raw depth maps.
+
+The exported graph takes ``image`` [B,3,H,W] (RGB in [0,1], ImageNet mean/std normalised) and ``depth`` [B,1,H,W]
+(any range; min-max normalised per sample inside) and returns ``probs`` [B,1,H,W] in [0,1].
+
+* fixed (default): B = 1 and H = W = the model size; the graph is the network alone.
+* ``dynamic=True``: any B, H and W. The graph resizes the inputs to the model size (bilinear, no corner alignment),
+  runs the network there and resizes the probabilities back to H x W: the same steps as predict.py. The network itself
+  always runs at the model size, which is also how PDFNet is trained and evaluated.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPSET = 18
+
+
+class ProbabilityGraph(nn.Module):
+    """What is exported: ``(image [B,3,H,W], depth [B,1,H,W]) -> probs [B,1,H,W]`` (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, size: int, resize_inputs: bool) -> None:
+        super().__init__()
+        self.model, self.size, self.resize_inputs = model, size, resize_inputs
+
+    def forward(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        if self.resize_inputs:
+            image = F.interpolate(image, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            depth = F.interpolate(depth, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        probs = self.model(image, depth)[0].sigmoid()
+        if self.resize_inputs:
+            probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
+        return probs
+
+
+def example_inputs(batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth random image [B,3,H,W] (ImageNet-normalised range) and depth [B,1,H,W] in [0,1], deterministic."""
+    g = torch.Generator().manual_seed(seed)
+    image = F.interpolate(torch.rand(batch, 3, 12, 12, generator=g), size=(height, width), mode="bilinear")
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    depth = F.interpolate(torch.rand(batch, 1, 6, 6, generator=g), size=(height, width), mode="bilinear")
+    return (image - mean) / std, depth
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, size: int, dynamic: bool = False,
+                optimize: bool = True) -> None:
+    """Write ``model`` (eval mode, on CPU) as ONNX to ``path`` atomically (see the module docstring).
+    ``optimize``: run the exporter's graph optimiser (a smaller graph; roughly doubles the export time)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(f"ONNX export needs the optional extras: pip install -e '.[onnx]' ({err})") from err
+    graph = ProbabilityGraph(model.eval(), size, resize_inputs=dynamic).eval()
+    # Batch 2 in the example: a batch of 1 would be specialised into the graph.
+    inputs = example_inputs(2 if dynamic else 1, size, size)
+    dynamic_shapes = None
+    if dynamic:
+        batch, height, width = (torch.export.Dim(n, min=1, max=4096) for n in ("batch", "height", "width"))
+        dynamic_shapes = {"image": {0: batch, 2: height, 3: width}, "depth": {0: batch, 2: height, 3: width}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with torch.no_grad():
+        program = torch.onnx.export(graph, inputs, dynamo=True, opset_version=OPSET, input_names=["image", "depth"],
+                                    output_names=["probs"], dynamic_shapes=dynamic_shapes, verbose=False,
+                                    optimize=optimize)
+    # One file (weights embedded) when it fits protobuf's 2 GiB limit, as the paper-size model does.
+    program.save(str(tmp), external_data=False)
+    os.replace(tmp, path)
+
+
+def verify_onnx(model: nn.Module, path: str | os.PathLike, size: int,
+                shapes: list[tuple[int, int, int]]) -> list[tuple[tuple[int, int, int], float]]:
+    """Run the ONNX file with onnxruntime and the PyTorch model on inputs of each (B, H, W) in ``shapes``;
+    returns [(shape, max |probability difference|)]."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: unfoldable-constant notices are not actionable
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    if names != ["image", "depth"]:
+        raise RuntimeError(f"{path}: inputs are {names}, expected ['image', 'depth']")
+    resize = [d for d in session.get_inputs()[0].shape[2:] if not isinstance(d, int)] != []
+    graph = ProbabilityGraph(model.eval(), size, resize_inputs=resize).eval()
+    results = []
+    for seed, (batch, height, width) in enumerate(shapes):
+        image, depth = example_inputs(batch, height, width, seed=seed + 1)
+        with torch.no_grad():
+            expected = graph(image, depth).numpy()
+        got = session.run(None, {"image": image.numpy(), "depth": depth.numpy()})[0]
+        if got.shape != expected.shape:
+            raise RuntimeError(f"{path}: output shape {got.shape} for input {tuple(image.shape)}, expected "
+                               f"{expected.shape}")
+        results.append(((batch, height, width), float(np.abs(got - expected).max())))
+    return results

@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Export a PDFNet checkpoint (ours or official) to ONNX and check it against PyTorch with onnxruntime.
+
+  python scripts/export_onnx.py --ckpt best.pth --out pdfnet.onnx                       # [1,3,S,S] -> [1,1,S,S]
+  python scripts/export_onnx.py --ckpt PDFNet_Best.pth --out pdfnet.onnx --size 1024 --dynamic
+
+Inputs, in this order: ``image`` [B,3,H,W] float32 (RGB / 255, ImageNet mean/std normalised) and ``depth`` [B,1,H,W]
+float32 (any range: min-max normalised per sample inside). Output: ``probs`` [B,1,H,W] in [0,1]. Without --dynamic,
+B = 1 and H = W = --size. With --dynamic, B, H and W are free: the graph resizes the inputs to --size, runs the
+network and resizes the probabilities back (what predict.py does). Needs the extras: pip install -e ".[onnx]".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+TOLERANCE = 1e-3  # max |probability difference| between onnxruntime and PyTorch
+
+
+def verification_shapes(size: int, dynamic: bool) -> list[tuple[int, int, int]]:
+    """(batch, height, width) of the two verification inputs: for a fixed graph, two inputs of its one shape."""
+    if not dynamic:
+        return [(1, size, size), (1, size, size)]
+    return [(2, size, size), (1, max(64, (3 * size // 4) // 64 * 64), size + 128)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, required=True, help="our checkpoint or an official one")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--size", type=int, default=None, help="network input size (default: the checkpoint config's)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
+    p.add_argument("--no_optimize", action="store_true", help="skip the exporter's graph optimiser (faster export)")
+    args = p.parse_args(argv)
+
+    from pdfnet.engine.export import export_onnx, verify_onnx
+    from pdfnet.engine.inference import load_model
+
+    try:
+        model, cfg = load_model(args.ckpt, "cpu")
+    except (RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    size = args.size or cfg.data.size
+    if size % 64 or size < 128:
+        print(f"error: --size must be a multiple of 64 and at least 128, got {size}", file=sys.stderr)
+        return 2
+    try:
+        export_onnx(model, args.out, size, dynamic=args.dynamic, optimize=not args.no_optimize)
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, network at {size}x{size}, "
+          f"{'dynamic batch/height/width' if args.dynamic else f'fixed [1,3,{size},{size}]'})")
+    worst = 0.0
+    for (batch, height, width), diff in verify_onnx(model, args.out, size, verification_shapes(size, args.dynamic)):
+        print(f"  onnxruntime vs PyTorch, input [{batch},3,{height},{width}]: max |probability difference| {diff:.2e}")
+        worst = max(worst, diff)
+    if worst > TOLERANCE:
+        print(f"error: the exported model differs from PyTorch by {worst:.2e} > {TOLERANCE:g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

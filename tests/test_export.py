@@ -1,0 +1,63 @@
+"""scripts/export_onnx.py on the tiny model: fixed and dynamic graphs, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from conftest import REPO
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+onnx = pytest.importorskip("onnx")
+
+_spec = importlib.util.spec_from_file_location("export_script", REPO / "scripts" / "export_onnx.py")
+export_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(export_script)
+
+
+def _dims(model, index):
+    value = model.graph.input[index] if index >= 0 else model.graph.output[0]
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def test_dynamic_export_matches_pytorch_on_two_sizes(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "tiny.onnx"
+    assert export_script.main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--dynamic", "--no_optimize"]) == 0
+    report = capsys.readouterr().out
+    diffs = [float(line.rsplit(" ", 1)[1]) for line in report.splitlines() if "max |probability difference|" in line]
+    assert len(diffs) == 2 and max(diffs) <= 1e-3
+    assert "[2,3,128,128]" in report and "[1,3,64,256]" in report  # batch 2, then another height and width
+    model = onnx.load(str(out))
+    assert [i.name for i in model.graph.input] == ["image", "depth"]
+    assert model.opset_import[0].version >= 17
+    image, depth = _dims(model, 0), _dims(model, 1)
+    assert image[1] == 3 and depth[1] == 1
+    assert all(isinstance(d, str) for d in image[:1] + image[2:])  # symbolic batch, height, width
+    assert image[2:] == depth[2:] == _dims(model, -1)[2:]
+
+    # The verification can fail: a model with other weights does not match this file.
+    from pdfnet.engine.export import verify_onnx
+    from pdfnet.engine.inference import load_model
+
+    other, _ = load_model(tiny_checkpoint, "cpu")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert verify_onnx(other, out, 128, [(1, 128, 192)])[0][1] > 1e-3
+
+
+def test_fixed_export_has_the_model_shape(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "fixed.onnx"
+    assert export_script.main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--no_optimize"]) == 0
+    assert "fixed [1,3,128,128]" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    assert _dims(model, 0) == [1, 3, 128, 128] and _dims(model, 1) == [1, 1, 128, 128]
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically
+
+
+def test_export_errors_are_one_line(tmp_path, capsys):
+    assert export_script.main(["--ckpt", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "missing.pth" in capsys.readouterr().err
