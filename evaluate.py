@@ -46,7 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="compute depth with Depth Anything V2 (folder, hub id, small/base/large) for splits "
                         "without cached maps")
     p.add_argument("--size", type=int, default=None, help="model input size (default: the checkpoint config's)")
-    p.add_argument("--tta", action="store_true", help="flip x scales {0.75, 1, 1.25}, as the official evaluation")
+    p.add_argument("--tta", action="store_true", default=None,
+                   help="flip x scales {0.75, 1, 1.25}, as the official evaluation")
+    p.add_argument("--half", action="store_true", default=None, help="bf16 autocast (fp16 on GPUs without bf16)")
+    p.add_argument("--tile", action="store_true", default=None,
+                   help="tiled high-resolution inference (global pass + full-resolution tiles) for large images")
+    p.add_argument("--batch_size", type=int, default=None, help="images per forward pass (default: config's)")
     p.add_argument("--save_dir", type=Path, default=None, help="also save the predicted maps here (per split)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, default=None, help="write metrics, image count and per-image values")
@@ -111,14 +116,17 @@ def evaluate_folders(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
 def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
     from pdfnet.data.io import read_depth, read_rgb_u8
-    from pdfnet.engine.inference import load_model, predict_probs
+    from pdfnet.engine.inference import Predictor, load_model
 
     model, cfg = load_model(args.ckpt, args.device)
     # Command-line values override the checkpoint config's data/eval settings.
-    tta = args.tta or cfg.eval.tta
+    predictor = Predictor.from_config(model, cfg, size=args.size, tta=args.tta, half=args.half, tile=args.tile,
+                                      batch_size=args.batch_size)
+    if predictor.batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {predictor.batch_size}")
+    per_pass = 1 if predictor.tile else predictor.batch_size
     save_dir = args.save_dir or (Path(cfg.eval.save_dir) if cfg.eval.save_dir else None)
     root = args.data_root or Path(cfg.data.root)
-    size = args.size or cfg.data.size
     splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
     estimator = None
     if args.depth_model:
@@ -135,21 +143,29 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
                            depth_dir=depth_dir, need_depth=cached or estimator is None)
         validate_samples(samples)  # every unreadable file or size mismatch, before any inference
         evaluator = new_evaluator(args)
-        for sample in tqdm(samples, desc=split, unit="img"):
-            try:
-                gt = read_gray_u8(sample.mask)
-                image = read_rgb_u8(sample.image)
-                depth = read_depth(sample.depth) if sample.depth else estimator([image])[0]
-                probs = predict_probs(model, image, depth, size, tta)
-            except ImageReadError as err:
-                failures.append(f"{split}/{sample.name}: {err}")
-                continue
-            pred = probs_to_u8(probs)
-            if save_dir:
-                write_png(save_dir / split / f"{sample.name}.png", pred)
-            evaluator.update(pred, gt, sample.name)
-            if len(splits) > 1 and split in TEST_SPLITS:
-                overall.update(pred, gt, f"{split}/{sample.name}")
+        bar = tqdm(total=len(samples), desc=split, unit="img")
+        for start in range(0, len(samples), per_pass):
+            chunk, images, depths, gts = [], [], [], []
+            for sample in samples[start:start + per_pass]:
+                try:
+                    gt, image = read_gray_u8(sample.mask), read_rgb_u8(sample.image)
+                    depth = read_depth(sample.depth) if sample.depth else estimator([image])[0]
+                except ImageReadError as err:
+                    failures.append(f"{split}/{sample.name}: {err}")
+                    continue
+                chunk.append(sample)
+                images.append(image)
+                depths.append(depth)
+                gts.append(gt)
+            for sample, gt, probs in zip(chunk, gts, predictor(images, depths) if images else []):
+                pred = probs_to_u8(probs)
+                if save_dir:
+                    write_png(save_dir / split / f"{sample.name}.png", pred)
+                evaluator.update(pred, gt, sample.name)
+                if len(splits) > 1 and split in TEST_SPLITS:
+                    overall.update(pred, gt, f"{split}/{sample.name}")
+            bar.update(len(samples[start:start + per_pass]))
+        bar.close()
         if failures:
             return {}, failures
         results[split] = evaluator.compute()

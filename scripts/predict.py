@@ -3,21 +3,27 @@
 
   python scripts/predict.py --ckpt pdfnet_best_ours.pth --input photos/ --output masks/ --depth_model large
   python scripts/predict.py --ckpt PDFNet_Best.pth --input img.jpg --output out/ --depth_dir depth/ --format rgba
+  python scripts/predict.py --ckpt best.pth --input big_photos/ --output masks/ --depth_model large --tile --half
 
 Depth comes from --depth_dir (cached maps named like the images, 8- or 16-bit, e.g. from prepare_depth.py) or is
 computed with Depth Anything V2 (--depth_model: folder, hub id, or small/base/large). Outputs keep the input's file
 stem: ``mask`` an 8-bit PNG, ``rgba`` the image cut out with the mask as alpha, ``overlay`` the mask tinted over the
 image. Each file is written atomically; a file that fails is reported by name, the others continue, and the exit
 status is 1 at the end.
+
+--batch_size N runs N images per forward pass (N tiles with --tile) while worker processes read the next images;
+--half runs under bf16 autocast; --tile adds full-resolution tiles to the global pass for images larger than --size.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pdfnet.cli import print_failures
@@ -43,6 +49,38 @@ def render(image_rgb: np.ndarray, mask_u8: np.ndarray, fmt: str) -> np.ndarray:
     return (image_rgb * (1 - 0.6 * alpha) + tint * 0.6 * alpha).clip(0, 255).astype(np.uint8)
 
 
+class Photos(Dataset):
+    """(name, image uint8 [H,W,3] | None, cached depth float [H,W] | None, error | None) per input image; read in
+    DataLoader workers so that decoding overlaps inference. Errors are returned, not raised: the run goes on."""
+
+    def __init__(self, inputs: list[tuple[str, Path]], depth_dir: Path | None,
+                 depth_maps: dict[str, Path] | None) -> None:
+        self.inputs, self.depth_dir, self.depth_maps = inputs, depth_dir, depth_maps
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int):
+        name, path = self.inputs[index]
+        try:
+            image = read_rgb_u8(path)
+            depth = None
+            if self.depth_maps is not None:
+                if name not in self.depth_maps:
+                    raise ImageReadError(f"no depth map for {name!r} in {self.depth_dir}")
+                depth = read_depth(self.depth_maps[name])
+                if depth.shape != image.shape[:2]:
+                    raise ImageReadError(f"depth map for {name!r} is {depth.shape[1]}x{depth.shape[0]}, the image "
+                                         f"{image.shape[1]}x{image.shape[0]}")
+            return name, image, depth, None
+        except ImageReadError as err:
+            return name, None, None, str(err)
+
+
+def _as_is(item):
+    return item
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, required=True, help="our checkpoint or an official one")
@@ -52,10 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     depth.add_argument("--depth_dir", type=Path, help="cached depth maps, one per image stem")
     depth.add_argument("--depth_model", help="Depth Anything V2 folder, hub id, or small/base/large")
     p.add_argument("--size", type=int, default=None, help="model input size (default: the checkpoint config's)")
-    p.add_argument("--tta", action="store_true", help="flip x scales {0.75, 1, 1.25}, averaged logits")
+    p.add_argument("--tta", action="store_true", default=None, help="flip x scales {0.75, 1, 1.25}, averaged logits")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="images per forward pass; tiles per pass with --tile (default: the config's eval.batch_size)")
+    p.add_argument("--half", action="store_true", default=None, help="bf16 autocast (fp16 on GPUs without bf16)")
+    p.add_argument("--tile", action="store_true", default=None,
+                   help="images larger than --size: a global pass plus overlapping full-resolution tiles")
+    p.add_argument("--tile_overlap", type=int, default=None, help="minimum tile overlap in pixels (default 256)")
     p.add_argument("--format", choices=("mask", "rgba", "overlay"), default="mask")
     p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2, help="processes reading images ahead of the model")
     args = p.parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        print(f"error: --batch_size must be at least 1, got {args.batch_size}", file=sys.stderr)
+        return 2
 
     if args.input.is_dir():
         try:
@@ -71,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if not inputs:
         print(f"error: no images in {args.input}", file=sys.stderr)
         return 2
-    depth_maps = {}
+    depth_maps = None
     if args.depth_dir:
         try:
             depth_maps = list_images(args.depth_dir)
@@ -79,10 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
 
-    from pdfnet.engine.inference import load_model, predict_probs
+    from pdfnet.engine.inference import Predictor, load_model
 
     try:
         model, cfg = load_model(args.ckpt, args.device)
+        predictor = Predictor.from_config(model, cfg, size=args.size, tta=args.tta, half=args.half,
+                                          batch_size=args.batch_size, tile=args.tile, tile_overlap=args.tile_overlap)
+        if predictor.tile and not 0 <= predictor.tile_overlap < predictor.size:
+            raise RuntimeError(f"--tile_overlap must be in [0, {predictor.size}) pixels, got {predictor.tile_overlap}")
     except (RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -91,24 +143,39 @@ def main(argv: list[str] | None = None) -> int:
         from pdfnet.depth import DepthEstimator
 
         estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
-    size = args.size or cfg.data.size
-    failures = []
-    for name, path in tqdm(inputs, desc="predicting", unit="img"):
-        try:
-            image = read_rgb_u8(path)
+
+    failures: list[str] = []
+    writes: list[tuple[str, Future]] = []
+    loader = DataLoader(Photos(inputs, args.depth_dir, depth_maps), batch_size=None, num_workers=max(0, args.workers),
+                        collate_fn=_as_is)
+    # In tiled mode the batch is made of one image's tiles, so images go one at a time.
+    per_pass = 1 if predictor.tile else predictor.batch_size
+    with ThreadPoolExecutor(max_workers=2) as writer, tqdm(total=len(inputs), desc="predicting", unit="img") as bar:
+        batch: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+
+        def flush() -> None:
+            names, images, depths = zip(*batch)
             if estimator is not None:
-                depth = estimator([image])[0]
-            elif name in depth_maps:
-                depth = read_depth(depth_maps[name])
-            else:
-                raise ImageReadError(f"no depth map for {name!r} in {args.depth_dir}")
-            if depth.shape != image.shape[:2]:
-                raise ImageReadError(f"depth map for {name!r} is {depth.shape[1]}x{depth.shape[0]}, the image "
-                                     f"{image.shape[1]}x{image.shape[0]}")
-            mask = probs_to_u8(predict_probs(model, image, depth, size, args.tta))
-            write_png(args.output / f"{name}.png", render(image, mask, args.format))
-        except ImageReadError as err:
-            failures.append(f"{name}: {err}")
+                depths = estimator(list(images))
+            for name, image, probs in zip(names, images, predictor(list(images), list(depths))):
+                out = render(image, probs_to_u8(probs), args.format)
+                writes.append((name, writer.submit(write_png, args.output / f"{name}.png", out)))
+            bar.update(len(batch))
+            batch.clear()
+
+        for name, image, depth_map, error in loader:
+            if error is not None:
+                failures.append(f"{name}: {error}")
+                bar.update(1)
+                continue
+            batch.append((name, image, depth_map))
+            if len(batch) == per_pass:
+                flush()
+        if batch:
+            flush()
+    for name, future in writes:
+        if future.exception() is not None:
+            failures.append(f"{name}: could not write the output: {future.exception()}")
     if failures:
         print_failures(failures, f"{len(failures)} of {len(inputs)} image(s) failed:")
         return 1

@@ -146,3 +146,17 @@ def test_checkpoint_mode_computes_missing_depth_on_the_fly(tiny_checkpoint, tiny
                           "--device", "cpu", "--depth_model", str(tiny_depth_model), "--json", str(out),
                           "--no_hce"]) == 0
     assert json.loads(out.read_text())["n_images"] == 2
+
+
+def test_checkpoint_mode_batched_and_tiled(tiny_checkpoint, tmp_path):
+    """--batch_size changes nothing; --tile on images within one tile changes nothing either."""
+    root = tmp_path / "DIS5K"
+    _make_split(root, "DIS-TE2", 3)
+    metrics = {}
+    for tag, extra in (("one", []), ("batch", ["--batch_size", "2"]), ("tile", ["--tile"])):
+        out = tmp_path / f"{tag}.json"
+        assert evaluate.main(["--ckpt", str(tiny_checkpoint), "--split", "DIS-TE2", "--data_root", str(root),
+                              "--device", "cpu", "--json", str(out), "--no_hce"] + extra) == 0
+        metrics[tag] = json.loads(out.read_text())["metrics"]
+    assert metrics["batch"] == pytest.approx(metrics["one"], abs=2e-3)
+    assert metrics["tile"] == metrics["one"]

@@ -73,3 +73,47 @@ def test_bad_input_paths(tiny_checkpoint, tmp_path, capsys):
     assert predict.main(["--ckpt", str(tiny_checkpoint), "--input", str(tmp_path / "nope"), "--output",
                          str(tmp_path / "o"), "--depth_dir", str(tmp_path)]) == 2
     assert "neither an image nor a folder" in capsys.readouterr().err
+
+
+def test_batches_tiles_and_half_precision(tiny_checkpoint, photos, tmp_path):
+    folder, depth = photos
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (300, 410, 3), dtype=np.uint8)).save(folder / "large.png")
+    cv2.imwrite(str(depth / "large.png"), rng.integers(0, 65535, (300, 410), dtype=np.uint16))
+    common = ["--ckpt", str(tiny_checkpoint), "--input", str(folder), "--depth_dir", str(depth), "--device", "cpu"]
+    results = {}
+    for tag, extra in (("one", []), ("batch3", ["--batch_size", "3"]), ("tile", ["--tile", "--tile_overlap", "32"]),
+                       ("tilebatch", ["--tile", "--tile_overlap", "32", "--batch_size", "4", "--workers", "0"]),
+                       ("half", ["--half"])):
+        assert predict.main(common + ["--output", str(tmp_path / tag)] + extra) == 0
+        results[tag] = {p.stem: read_gray_u8(p).astype(int) for p in (tmp_path / tag).iterdir()}
+    assert sorted(results["one"]) == ["large", "rgba", "tall gray", "wide #1"]
+    for name, mask in results["one"].items():
+        assert np.abs(results["batch3"][name] - mask).max() <= 1  # batch-independent (8-bit rounding)
+        assert np.abs(results["half"][name] - mask).mean() < 5
+        if name != "large":  # images within one 128-px tile take the plain path
+            assert np.array_equal(results["tile"][name], mask)
+    assert results["tile"]["large"].shape == (300, 410)
+    assert not np.array_equal(results["tile"]["large"], results["one"]["large"])  # tiles really ran
+    assert np.abs(results["tilebatch"]["large"] - results["tile"]["large"]).max() <= 1
+
+
+def test_unreadable_image_among_good_ones(tiny_checkpoint, photos, tmp_path, capsys):
+    folder, depth = photos
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    assert predict.main(["--ckpt", str(tiny_checkpoint), "--input", str(folder), "--output", str(out),
+                         "--depth_dir", str(depth), "--batch_size", "2", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 4 image(s) failed" in err and "broken" in err
+    assert sorted(p.name for p in out.iterdir()) == ["rgba.png", "tall gray.png", "wide #1.png"]
+
+
+def test_bad_batch_size_and_overlap(tiny_checkpoint, photos, tmp_path, capsys):
+    folder, depth = photos
+    common = ["--ckpt", str(tiny_checkpoint), "--input", str(folder), "--output", str(tmp_path / "o"),
+              "--depth_dir", str(depth), "--device", "cpu"]
+    assert predict.main(common + ["--batch_size", "0"]) == 2
+    assert "--batch_size must be at least 1, got 0" in capsys.readouterr().err
+    assert predict.main(common + ["--tile", "--tile_overlap", "128"]) == 2
+    assert "--tile_overlap must be in [0, 128) pixels, got 128" in capsys.readouterr().err
