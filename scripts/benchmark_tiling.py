@@ -60,10 +60,12 @@ class PeakMemory:
 
 
 def pick_images(root: Path, max_images: int) -> list[Path]:
-    """Up to ``max_images`` images under root (any depth of split/im folders), spread evenly over pixel count
-    from the smallest to the largest."""
-    paths = sorted({p for folder in [root, *root.rglob("*")] if folder.is_dir()
-                    for p in list_images(folder).values()})
+    """Up to ``max_images`` images under root (searched recursively; only ``im`` folders when there are any),
+    spread evenly over pixel count from the smallest to the largest."""
+    folders = [f for f in [root, *root.rglob("*")] if f.is_dir()]
+    if any(f.name == "im" for f in folders):  # a DIS-5K layout: images only, not the gt masks beside them
+        folders = [f for f in folders if f.name == "im"]
+    paths = sorted({p for folder in folders for p in list_images(folder).values()})
     if not paths:
         raise SystemExit(f"no images under {root}")
     import cv2
@@ -79,7 +81,7 @@ def pick_images(root: Path, max_images: int) -> list[Path]:
         else [paths[-1]]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=Path, required=True, help="a folder with images (searched recursively)")
     p.add_argument("--max_images", type=int, default=3, help="images picked evenly from smallest to largest")
@@ -91,7 +93,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--half", action="store_true")
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     from pdfnet.engine.inference import load_model, predict_probs
     from pdfnet.engine.tiling import count_tiles, predict_probs_tiled

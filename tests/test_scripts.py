@@ -83,3 +83,40 @@ def test_runtime_code_does_not_need_the_dev_extras():
     )
     proc = _run("-c", code)
     assert proc.returncode == 0, proc.stderr
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_figure_is_drawn_from_predict_outputs(tiny_checkpoint, tmp_path):
+    from pdfnet.data.io import read_rgb_u8
+
+    figure = _load_script("readme_figure")
+    out = tmp_path / "figure.jpg"
+    assert figure.main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--scenes", "2", "--size", "96"]) == 0
+    assert read_rgb_u8(out).shape == (2 * 96 + 4, 5 * 96 + 4 * 4, 3)  # 2 rows x 5 panels, 4-px gaps
+    assert figure.main(["--ckpt", str(tmp_path / "none.pth"), "--out", str(out)]) == 2
+
+
+def test_benchmark_tiling_reports_time_and_memory(tiny_checkpoint, tmp_path, capsys):
+    from pdfnet.data.io import write_png
+
+    bench = _load_script("benchmark_tiling")
+    rng = np.random.default_rng(0)
+    for split, (h, w) in (("A", (100, 90)), ("B", (300, 410))):
+        write_png(tmp_path / "data" / split / "im" / f"{split}.png", rng.integers(0, 255, (h, w, 3), np.uint8))
+        write_png(tmp_path / "data" / split / "gt" / f"{split}_mask.png", rng.integers(0, 255, (h, w), np.uint8))
+    out = tmp_path / "rows.json"
+    bench.main(["--root", str(tmp_path / "data"), "--ckpt", str(tiny_checkpoint), "--size", "128", "--overlap", "32",
+                "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [r["image"] for r in rows] == ["A.png", "B.png"]  # images only, smallest first; masks ignored
+    assert [r["tiles"] for r in rows] == [1, 3 * 4]
+    assert all(r["tiled_added_mib"] >= 0 and r["plain_s"] > 0 for r in rows)
+    assert "s per model pass" in capsys.readouterr().out
