@@ -142,7 +142,8 @@ class EvalConfig:
     batch_size: int = _knob(1, "inference batch size: images per forward pass (tiles in tiled mode)", min=1)
     half: bool = _knob(False, "inference under bf16 autocast (fp16 on GPUs without bf16)")
     tile: bool = _knob(False, "tiled high-resolution inference: a global pass plus full-resolution tiles of data.size")
-    tile_overlap: int = _knob(256, "minimum overlap of neighbouring tiles in pixels (< data.size)", min=0)
+    tile_overlap: int = _knob(0, "minimum overlap of neighbouring tiles in pixels, < data.size (0 = data.size / 4)",
+                              min=0)
     tile_skip_confidence: float = _knob(0.98, "skip a tile where the global pass is uniformly below 1-c or above c "
                                         "(1 = run every tile)", min=0.5, max=1.0)
 

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--half", action="store_true", default=None, help="bf16 autocast (fp16 on GPUs without bf16)")
     p.add_argument("--tile", action="store_true", default=None,
                    help="images larger than --size: a global pass plus overlapping full-resolution tiles")
-    p.add_argument("--tile_overlap", type=int, default=None, help="minimum tile overlap in pixels (default 256)")
+    p.add_argument("--tile_overlap", type=int, default=None,
+                   help="minimum tile overlap in pixels (default: a quarter of --size, 256 at 1024)")
     p.add_argument("--format", choices=("mask", "rgba", "overlay"), default="mask")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2, help="processes reading images ahead of the model")
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg = load_model(args.ckpt, args.device)
         predictor = Predictor.from_config(model, cfg, size=args.size, tta=args.tta, half=args.half,
                                           batch_size=args.batch_size, tile=args.tile, tile_overlap=args.tile_overlap)
-        if predictor.tile and not 0 <= predictor.tile_overlap < predictor.size:
-            raise RuntimeError(f"--tile_overlap must be in [0, {predictor.size}) pixels, got {predictor.tile_overlap}")
+        if predictor.tile and not 0 <= predictor.overlap < predictor.size:
+            raise RuntimeError(f"--tile_overlap must be in [1, {predictor.size}) pixels, got {predictor.overlap}")
     except (RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

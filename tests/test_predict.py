@@ -116,4 +116,4 @@ def test_bad_batch_size_and_overlap(tiny_checkpoint, photos, tmp_path, capsys):
     assert predict.main(common + ["--batch_size", "0"]) == 2
     assert "--batch_size must be at least 1, got 0" in capsys.readouterr().err
     assert predict.main(common + ["--tile", "--tile_overlap", "128"]) == 2
-    assert "--tile_overlap must be in [0, 128) pixels, got 128" in capsys.readouterr().err
+    assert "--tile_overlap must be in [1, 128) pixels, got 128" in capsys.readouterr().err

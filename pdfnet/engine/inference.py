@@ -140,7 +140,7 @@ class Predictor:
     half: bool = False
     batch_size: int = 1
     tile: bool = False
-    tile_overlap: int = 256
+    tile_overlap: int = 0  # 0: a quarter of the tile (model) size
     tile_skip_confidence: float = 0.98
 
     @classmethod
@@ -152,13 +152,18 @@ class Predictor:
         options.update({k: v for k, v in overrides.items() if v is not None})
         return cls(model, **options)
 
+    @property
+    def overlap(self) -> int:
+        """Minimum tile overlap in pixels (``tile_overlap``, or a quarter of the model size when 0)."""
+        return self.tile_overlap or self.size // 4
+
     def __call__(self, images: Sequence[np.ndarray], depths: Sequence[np.ndarray]) -> list[np.ndarray]:
         """uint8 RGB images [H_i,W_i,3] and their depth maps [H_i,W_i] -> probabilities float32 [H_i,W_i]."""
         if self.tile:
             from .tiling import predict_probs_tiled
 
             return [predict_probs_tiled(self.model, im, de, self.size, tta=self.tta, half=self.half,
-                                        overlap=self.tile_overlap, batch_size=self.batch_size,
+                                        overlap=self.overlap, batch_size=self.batch_size,
                                         skip_confidence=self.tile_skip_confidence)
                     for im, de in zip(images, depths)]
         out = []
