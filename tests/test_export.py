@@ -25,7 +25,7 @@ def _dims(model, index):
 
 def test_dynamic_export_matches_pytorch_on_two_sizes(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "tiny.onnx"
-    assert export_script.main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--dynamic", "--no_optimize"]) == 0
+    assert export_script.main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--dynamic"]) == 0
     report = capsys.readouterr().out
     diffs = [float(line.rsplit(" ", 1)[1]) for line in report.splitlines() if "max |probability difference|" in line]
     assert len(diffs) == 2 and max(diffs) <= 1e-3
@@ -51,7 +51,7 @@ def test_dynamic_export_matches_pytorch_on_two_sizes(tiny_checkpoint, tmp_path, 
 
 def test_fixed_export_has_the_model_shape(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "fixed.onnx"
-    assert export_script.main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--no_optimize"]) == 0
+    assert export_script.main(["--ckpt", str(tiny_checkpoint), "--out", str(out)]) == 0
     assert "fixed [1,3,128,128]" in capsys.readouterr().out
     model = onnx.load(str(out))
     assert _dims(model, 0) == [1, 3, 128, 128] and _dims(model, 1) == [1, 1, 128, 128]
