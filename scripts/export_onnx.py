@@ -19,11 +19,11 @@ from pathlib import Path
 TOLERANCE = 1e-3  # max |probability difference| between onnxruntime and PyTorch
 
 
-def verification_shapes(size: int, dynamic: bool) -> list[tuple[int, int, int]]:
+def verification_shapes(size: int, dynamic: bool, batch: int = 1) -> list[tuple[int, int, int]]:
     """(batch, height, width) of the two verification inputs: for a fixed graph, two inputs of its one shape."""
     if not dynamic:
         return [(1, size, size), (1, size, size)]
-    return [(2, size, size), (1, max(64, (3 * size // 4) // 64 * 64), size + 128)]
+    return [(batch, size, size), (1, max(64, (3 * size // 4) // 64 * 64), size + 128)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optimize", action="store_true",
                    help="also run the exporter's graph optimiser (onnxruntime optimises the graph when it loads it "
                         "anyway; on the paper-size model this pass did not finish in 20 min on 2 CPU cores)")
+    p.add_argument("--verify_batch", type=int, default=1,
+                   help="batch of the first verification input with --dynamic (onnxruntime's memory grows with it: "
+                        "the paper-size model at batch 2 needed more than 24 GB of CPU memory)")
     args = p.parse_args(argv)
+    if args.verify_batch < 1:
+        print(f"error: --verify_batch must be at least 1, got {args.verify_batch}", file=sys.stderr)
+        return 2
 
     from pdfnet.engine.export import export_onnx, verify_onnx
     from pdfnet.engine.inference import load_model
@@ -57,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, network at {size}x{size}, "
           f"{'dynamic batch/height/width' if args.dynamic else f'fixed [1,3,{size},{size}]'})")
     worst = 0.0
-    for (batch, height, width), diff in verify_onnx(model, args.out, size, verification_shapes(size, args.dynamic)):
+    shapes = verification_shapes(size, args.dynamic, args.verify_batch)
+    for (batch, height, width), diff in verify_onnx(model, args.out, size, shapes):
         print(f"  onnxruntime vs PyTorch, input [{batch},3,{height},{width}]: max |probability difference| {diff:.2e}")
         worst = max(worst, diff)
     if worst > TOLERANCE:

@@ -25,7 +25,8 @@ def _dims(model, index):
 
 def test_dynamic_export_matches_pytorch_on_two_sizes(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "tiny.onnx"
-    assert export_script.main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--dynamic"]) == 0
+    assert export_script.main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--dynamic",
+                               "--verify_batch", "2"]) == 0
     report = capsys.readouterr().out
     diffs = [float(line.rsplit(" ", 1)[1]) for line in report.splitlines() if "max |probability difference|" in line]
     assert len(diffs) == 2 and max(diffs) <= 1e-3
