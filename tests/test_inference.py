@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pdfnet.engine.inference import IMAGENET_MEAN, IMAGENET_STD, Predictor, predict_logits, predict_probs
-from pdfnet.engine.tiling import count_tiles, global_region, predict_probs_tiled, tile_starts, tile_window
+from pdfnet.engine.tiling import count_tiles, interpolation_rows, predict_probs_tiled, tile_starts, tile_window
 from pdfnet.models import PDFNet
 
 
@@ -55,7 +55,8 @@ def test_tile_layout_covers_with_overlap():
 def test_global_region_equals_full_resize():
     probs = torch.rand(64, 48)
     full = F.interpolate(probs[None, None], size=(300, 211), mode="bilinear", align_corners=False)[0, 0]
-    region = global_region(probs, 300, 211, (17, 200), (5, 190))
+    ry, rx = interpolation_rows(64, 300, 17, 200, probs.device), interpolation_rows(48, 211, 5, 190, probs.device)
+    region = ry @ probs @ rx.T  # how the tiled mode resizes one region of the global prediction
     assert torch.allclose(region, full[17:200, 5:190], atol=1e-5)
 
 

@@ -63,23 +63,11 @@ def interpolation_rows(n_in: int, n_out: int, start: int, stop: int, device: tor
     return matrix
 
 
-def global_region(global_probs: torch.Tensor, height: int, width: int, rows: tuple[int, int],
-                  cols: tuple[int, int]) -> torch.Tensor:
-    """The region rows x cols of ``global_probs`` [S_h,S_w] resized to the full image (height x width), computed for
-    that region only: [rows[1]-rows[0], cols[1]-cols[0]], equal to the full resize up to float rounding."""
-    ry = interpolation_rows(global_probs.shape[0], height, *rows, global_probs.device)
-    rx = interpolation_rows(global_probs.shape[1], width, *cols, global_probs.device)
-    return ry @ global_probs @ rx.T
-
-
-def _is_uniform(global_probs: torch.Tensor, height: int, width: int, rows: tuple[int, int], cols: tuple[int, int],
-                confidence: float) -> bool:
-    """Whether every global probability that the region's resize reads is below 1 - c or every one above c (a
-    bilinear resize is a convex combination, so the region is then uniform too)."""
+def _is_uniform(global_probs: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, confidence: float) -> bool:
+    """Whether every global probability that the region's resize ``ry @ global_probs @ rx.T`` reads is below 1 - c
+    or every one above c (a bilinear resize is a convex combination, so the region is then uniform too)."""
     if confidence >= 1.0:
         return False
-    ry = interpolation_rows(global_probs.shape[0], height, *rows, global_probs.device)
-    rx = interpolation_rows(global_probs.shape[1], width, *cols, global_probs.device)
     used_rows = ry.abs().sum(0).nonzero()[:, 0]
     used_cols = rx.abs().sum(0).nonzero()[:, 0]
     block = global_probs[used_rows.min():used_rows.max() + 1, used_cols.min():used_cols.max() + 1]
@@ -105,15 +93,19 @@ def predict_probs_tiled(model: torch.nn.Module, image_rgb: np.ndarray, depth: np
     ys, xs = tile_starts(height, size, overlap), tile_starts(width, size, overlap)
     span_y, span_x = min(size, height), min(size, width)
     out = np.zeros((height, width), np.float32)  # weighted sum of tile probabilities, then the result
+    # Per tile row / column: its 1-D blending window and the rows / columns of the global map's resize it covers.
+    window_y = {y: tile_window(y, span_y, height, overlap) for y in ys}
+    window_x = {x: tile_window(x, span_x, width, overlap) for x in xs}
+    resize_y = {y: interpolation_rows(global_probs.shape[0], height, y, y + span_y, global_probs.device) for y in ys}
+    resize_x = {x: interpolation_rows(global_probs.shape[1], width, x, x + span_x, global_probs.device) for x in xs}
     weight_y, weight_x = np.zeros(height), np.zeros(width)
     for y in ys:
-        weight_y[y:y + span_y] += tile_window(y, span_y, height, overlap)
+        weight_y[y:y + span_y] += window_y[y]
     for x in xs:
-        weight_x[x:x + span_x] += tile_window(x, span_x, width, overlap)
+        weight_x[x:x + span_x] += window_x[x]
 
     def accumulate(y: int, x: int, probs: np.ndarray) -> None:
-        window = np.outer(tile_window(y, span_y, height, overlap), tile_window(x, span_x, width, overlap))
-        out[y:y + span_y, x:x + span_x] += (probs * window).astype(np.float32)
+        out[y:y + span_y, x:x + span_x] += (probs * np.outer(window_y[y], window_x[x])).astype(np.float32)
 
     pending: list[tuple[int, int]] = []
 
@@ -126,9 +118,9 @@ def predict_probs_tiled(model: torch.nn.Module, image_rgb: np.ndarray, depth: np
 
     for y in ys:
         for x in xs:
-            rows, cols = (y, y + span_y), (x, x + span_x)
-            if _is_uniform(global_probs, height, width, rows, cols, skip_confidence):
-                accumulate(y, x, global_region(global_probs, height, width, rows, cols).clamp_(0, 1).cpu().numpy())
+            if _is_uniform(global_probs, resize_y[y], resize_x[x], skip_confidence):
+                region = resize_y[y] @ global_probs @ resize_x[x].T
+                accumulate(y, x, region.clamp_(0, 1).cpu().numpy())
                 continue
             pending.append((y, x))
             if len(pending) == batch_size:
