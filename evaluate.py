@@ -124,7 +124,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
                                       batch_size=args.batch_size)
     if predictor.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {predictor.batch_size}")
-    per_pass = 1 if predictor.tile else predictor.batch_size
     save_dir = args.save_dir or (Path(cfg.eval.save_dir) if cfg.eval.save_dir else None)
     root = args.data_root or Path(cfg.data.root)
     splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
@@ -144,9 +143,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
         validate_samples(samples)  # every unreadable file or size mismatch, before any inference
         evaluator = new_evaluator(args)
         bar = tqdm(total=len(samples), desc=split, unit="img")
-        for start in range(0, len(samples), per_pass):
+        for start in range(0, len(samples), predictor.images_per_call):
+            batch = samples[start:start + predictor.images_per_call]
             chunk, images, depths, gts = [], [], [], []
-            for sample in samples[start:start + per_pass]:
+            for sample in batch:
                 try:
                     gt, image = read_gray_u8(sample.mask), read_rgb_u8(sample.image)
                     depth = read_depth(sample.depth) if sample.depth else estimator([image])[0]
@@ -164,7 +164,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 evaluator.update(pred, gt, sample.name)
                 if len(splits) > 1 and split in TEST_SPLITS:
                     overall.update(pred, gt, f"{split}/{sample.name}")
-            bar.update(len(samples[start:start + per_pass]))
+            bar.update(len(batch))
         bar.close()
         if failures:
             return {}, failures

@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     writes: list[tuple[str, Future]] = []
     loader = DataLoader(Photos(inputs, args.depth_dir, depth_maps), batch_size=None, num_workers=max(0, args.workers),
                         collate_fn=_as_is)
-    # In tiled mode the batch is made of one image's tiles, so images go one at a time.
-    per_pass = 1 if predictor.tile else predictor.batch_size
+    per_pass = predictor.images_per_call
     with ThreadPoolExecutor(max_workers=2) as writer, tqdm(total=len(inputs), desc="predicting", unit="img") as bar:
         batch: list[tuple[str, np.ndarray, np.ndarray | None]] = []
 

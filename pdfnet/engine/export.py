@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference import IMAGENET_MEAN, IMAGENET_STD
+
 OPSET = 18
 
 
@@ -44,8 +46,8 @@ def example_inputs(batch: int, height: int, width: int, seed: int = 0) -> tuple[
     """Smooth random image [B,3,H,W] (ImageNet-normalised range) and depth [B,1,H,W] in [0,1], deterministic."""
     g = torch.Generator().manual_seed(seed)
     image = F.interpolate(torch.rand(batch, 3, 12, 12, generator=g), size=(height, width), mode="bilinear")
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     depth = F.interpolate(torch.rand(batch, 1, 6, 6, generator=g), size=(height, width), mode="bilinear")
     return (image - mean) / std, depth
 
@@ -91,7 +93,7 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, size: int,
     names = [i.name for i in session.get_inputs()]
     if names != ["image", "depth"]:
         raise RuntimeError(f"{path}: inputs are {names}, expected ['image', 'depth']")
-    resize = [d for d in session.get_inputs()[0].shape[2:] if not isinstance(d, int)] != []
+    resize = any(not isinstance(d, int) for d in session.get_inputs()[0].shape[2:])  # a --dynamic graph
     graph = ProbabilityGraph(model.eval(), size, resize_inputs=resize).eval()
     results = []
     for seed, (batch, height, width) in enumerate(shapes):

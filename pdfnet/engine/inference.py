@@ -157,6 +157,11 @@ class Predictor:
         """Minimum tile overlap in pixels (``tile_overlap``, or a quarter of the model size when 0)."""
         return self.tile_overlap or self.size // 4
 
+    @property
+    def images_per_call(self) -> int:
+        """How many images to hand to one call: ``batch_size``, or 1 in tiled mode (the batch is one image's tiles)."""
+        return 1 if self.tile else self.batch_size
+
     def __call__(self, images: Sequence[np.ndarray], depths: Sequence[np.ndarray]) -> list[np.ndarray]:
         """uint8 RGB images [H_i,W_i,3] and their depth maps [H_i,W_i] -> probabilities float32 [H_i,W_i]."""
         if self.tile:
