@@ -77,10 +77,6 @@ class Photos(Dataset):
             return name, None, None, str(err)
 
 
-def _as_is(item):
-    return item
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, required=True, help="our checkpoint or an official one")
@@ -129,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     from pdfnet.engine.inference import Predictor, load_model
+    from pdfnet.engine.validation import collate_as_is
 
     try:
         model, cfg = load_model(args.ckpt, args.device)
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     writes: list[tuple[str, Future]] = []
     loader = DataLoader(Photos(inputs, args.depth_dir, depth_maps), batch_size=None, num_workers=max(0, args.workers),
-                        collate_fn=_as_is)
+                        collate_fn=collate_as_is)
     per_pass = predictor.images_per_call
     with ThreadPoolExecutor(max_workers=2) as writer, tqdm(total=len(inputs), desc="predicting", unit="img") as bar:
         batch: list[tuple[str, np.ndarray, np.ndarray | None]] = []

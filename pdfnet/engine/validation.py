@@ -31,7 +31,7 @@ class FullResolutionPairs(Dataset):
         return s.name, read_rgb_u8(s.image), read_depth(s.depth), read_gray_u8(s.mask)
 
 
-def _as_is(item):
+def collate_as_is(item):
     return item  # keep NumPy arrays (the default would convert them to tensors)
 
 
@@ -59,7 +59,7 @@ def validate(model: torch.nn.Module, samples: list[Sample], size: int, ctx: Dist
     was_training = model.training
     model.eval()
     shard = FullResolutionPairs(samples[ctx.rank::ctx.world_size])
-    loader = DataLoader(shard, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
+    loader = DataLoader(shard, batch_size=None, num_workers=num_workers, collate_fn=collate_as_is,
                         generator=torch.Generator().manual_seed(0))  # not the global RNG (exact resume)
     stats, shown = {}, []
     try:
