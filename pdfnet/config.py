@@ -25,10 +25,12 @@ class ConfigError(ValueError):
 
 
 def _knob(default: Any, doc: str, *, choices: tuple | None = None, min: float | None = None,
-          max: float | None = None, min_exclusive: bool = False, multiple_of: int | None = None) -> Any:
-    """A dataclass field with its documentation and validation rules attached."""
+          max: float | None = None, min_exclusive: bool = False, multiple_of: int | None = None,
+          legacy: dict | None = None) -> Any:
+    """A dataclass field with its documentation and validation rules attached. ``legacy`` maps values that older
+    configs (and the checkpoints that store them) used to the current spelling."""
     meta = {"doc": doc, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive,
-            "multiple_of": multiple_of}
+            "multiple_of": multiple_of, "legacy": legacy}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -48,7 +50,9 @@ class ModelConfig:
     drop_path: float = _knob(0.1, "encoder stochastic depth rate", min=0.0, max=0.9)
     fusion_dropout: float = _knob(0.1, "dropout in the CoA cross-attention blocks (official 0.1)", min=0.0, max=0.9)
     detach_patches: bool = _knob(True, "block gradients through the patch stream, as the official code")
-    grad_checkpointing: bool = _knob(False, "recompute encoder blocks in backward to save memory")
+    grad_checkpointing: str = _knob("none", "recompute activations in backward to save memory: none, encoder (Swin "
+                                    "blocks), all (also the FSE blocks and the full-resolution decoder stages)",
+                                    choices=("none", "encoder", "all"), legacy={False: "none", True: "encoder"})
     pretrained: str = _knob("", "ImageNet Swin weights: local file or hub id; '' = random init")
     use_depth: bool = _knob(True, "ablation: feed the depth map (False = zeros)")
     use_patches: bool = _knob(True, "ablation: run the 8x8 full-resolution patch branch (False = zeros)")
@@ -118,8 +122,9 @@ class TrainConfig:
     accum_steps: int = _knob(1, "gradient accumulation steps", min=1)
     device: str = _knob("auto", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     seed: int = _knob(0, "random seed", min=0)
-    amp: str = _knob("bf16", "autocast dtype on CUDA ('none' for float32; CPU always float32)",
-                     choices=("none", "bf16", "fp16"))
+    amp: str = _knob("bf16", "autocast dtype ('none' = float32); bf16 becomes fp16 on GPUs without native bfloat16 "
+                     "(V100, T4); fp16 uses a loss scaler", choices=("none", "bf16", "fp16"))
+    tf32: bool = _knob(True, "CUDA float32 matmuls and convolutions in TensorFloat-32 (Ampere and newer)")
     ema_decay: float = _knob(0.0, "EMA of weights (0 = off, e.g. 0.999)", min=0.0, max=1.0)
     compile: bool = _knob(False, "torch.compile the model")
     save_every_steps: int = _knob(0, "also write last.pth every K steps (0 = once per epoch)", min=0)
@@ -238,6 +243,10 @@ def _build(cls: type, data: Any, path: str) -> Any:
             hint = f" (did you mean '{path + '.' if path else ''}{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{full}'{hint}; allowed keys here: {', '.join(fields)}")
         tp = hints[key]
+        legacy = fields[key].metadata.get("legacy")
+        if legacy and not isinstance(value, (dict, list)) and value in legacy and type(value) is type(
+                next(k for k in legacy if k == value)):
+            value = legacy[value]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value, full)
         else:

@@ -112,7 +112,7 @@ def test_real_dis5k_samples_load():
     smallest = sorted(samples, key=lambda s: s.image.stat().st_size)[:2]
     dataset = DISDataset(smallest, 256, AugmentConfig())
     item = dataset[0]
-    assert item["image"].shape == (3, 256, 256) and item["mask"].max() == 1 and tuple(item["orig_size"]) > (256, 256)
+    assert item["image"].shape == (3, 256, 256) and item["mask"].max() == 255 and tuple(item["orig_size"]) > (256, 256)
 
 
 def _recipe_split(root, folders, n=3):
@@ -134,9 +134,9 @@ def test_paper_depth_recipe_draws_input_per_sample_and_uses_the_target_map(tmp_p
     samples, notices = training_samples(cfg)
     assert not notices and len(samples[0].depth_choices) == 3 and samples[0].depth_target.parent.name == folders[3]
     ds = DISDataset(samples, 128, augment=None, seed=5)
-    drawn = {round(float(ds[i]["depth"][0, 0, 0]) * 65535) for i in range(12)}
+    drawn = {int(ds[i]["depth"][0, 0, 0]) for i in range(12)}
     assert drawn == {10000, 20000, 30000}  # all three maps are used (12 draws, fixed seed)
-    assert all(round(float(ds[i]["depth_target"][0, 0, 0]) * 65535) == 40000 for i in range(3))
+    assert all(int(ds[i]["depth_target"][0, 0, 0]) == 40000 for i in range(3))
     again = DISDataset(samples, 128, augment=None, seed=5)
     assert all(torch.equal(ds[i]["depth"], again[i]["depth"]) for i in range(12))  # reproducible choice
 
@@ -155,3 +155,50 @@ def test_depth_recipe_falls_back_to_a_single_map_or_names_missing_folders(tmp_pa
     _recipe_split(tmp_path / "partial", ["depth_large"])
     with pytest.raises(DatasetError, match="depth_base"):
         training_samples(DataConfig(root=str(tmp_path / "partial"), **recipe))
+
+
+def test_items_are_integer_maps_converted_on_the_device_exactly(tmp_path):
+    """Workers hand uint8/uint16 maps (8 MB instead of 24 MB per 1024² sample); batch_to_device gives the float
+    inputs the float pipeline gave: bitwise without augmentation, within the 8/16-bit rounding with it."""
+    from pdfnet.data.dataset import IMAGENET_MEAN, IMAGENET_STD, batch_to_device, load_resized
+    from pdfnet.data.transforms import JointAugment
+
+    write_split(tmp_path, "DIS-TR", 2, 96, seed=1)
+    samples = discover(tmp_path, "DIS-TR")
+    plain = DISDataset(samples, 64, augment=None)
+    item = plain[0]
+    assert (item["image"].dtype, item["depth"].dtype, item["mask"].dtype) == (torch.uint8, torch.uint16, torch.uint8)
+    arrays = load_resized(samples[0], 64)
+    old_image = (torch.from_numpy(arrays["image"]).permute(2, 0, 1).float() / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    old_depth = torch.from_numpy(arrays["depth"].astype(np.float32) / 65535.0)[None]
+    old_mask = torch.from_numpy((arrays["mask"] > 128).astype(np.float32))[None]
+    batch = batch_to_device(torch.utils.data.default_collate([item]), torch.device("cpu"))
+    assert torch.equal(batch["image"][0], old_image) and torch.equal(batch["depth"][0], old_depth)
+    assert torch.equal(batch["mask"][0], old_mask) and torch.equal(batch["depth_target"][0], old_depth)
+
+    augment = AugmentConfig(hflip_p=1, rotate_p=1, crop_p=1, colour_p=0, gray_p=0)
+    augmented = DISDataset(samples, 64, augment=augment, seed=3)
+    rng = np.random.default_rng([3, 0, 0])
+    expected = JointAugment(augment)({"image": old_image * IMAGENET_STD + IMAGENET_MEAN, "depth": old_depth,
+                                      "mask": old_mask}, rng)
+    got = batch_to_device(torch.utils.data.default_collate([augmented[0]]), torch.device("cpu"))
+    assert (got["image"][0] * IMAGENET_STD + IMAGENET_MEAN - expected["image"]).abs().max() <= 0.5 / 255 + 1e-6
+    assert (got["mask"][0] - expected["mask"]).abs().max() <= 0.5 / 255 + 1e-6
+    assert (got["depth"][0] - expected["depth"]).abs().max() <= 0.5 / 65535 + 1e-6
+
+
+def test_persistent_workers_see_each_epoch_through_the_sampler(tmp_path):
+    """Persistent workers keep their own dataset copy, so the epoch travels with the index: two epochs through
+    two persistent workers equal the same epochs read in this process."""
+    from pdfnet.engine.sampler import ResumableSampler
+
+    write_split(tmp_path, "DIS-TR", 4, 64, seed=2)
+    dataset = DISDataset(discover(tmp_path, "DIS-TR"), 64, AugmentConfig(), seed=1)
+    sampler = ResumableSampler(len(dataset), seed=1, with_epoch=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=2,
+                                         persistent_workers=True)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        images = torch.cat([b["image"] for b in loader])
+        expected = torch.stack([dataset[(epoch, i)]["image"] for i in sampler.epoch_indices()])
+        assert torch.equal(images, expected), epoch

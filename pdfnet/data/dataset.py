@@ -74,14 +74,24 @@ def load_resized(sample: Sample, size: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _quantize(x: torch.Tensor, levels: int, dtype: torch.dtype) -> torch.Tensor:
+    """[0,1] float map -> integer map with ``levels`` steps (round to nearest)."""
+    return x.mul(levels).round_().clamp_(0, levels).to(dtype)
+
+
 class DISDataset(Dataset):
-    """Items: ``image`` [3,S,S] ImageNet-normalised, ``depth`` [1,S,S] in [0,1], ``mask`` [1,S,S] in [0,1] (binary
-    before augmentation), ``depth_target`` [1,S,S] (the depth losses' target: the sample's target map, else its
-    input depth), ``name``, ``orig_size`` [2].
+    """Items hold integer maps, so that loader workers hand 8 MB instead of 24 MB per 1024² sample through shared
+    memory; :func:`batch_to_device` turns a batch into the model's float inputs on the device:
+
+    ``image`` uint8 [3,S,S], ``depth`` uint16 [1,S,S] (depth x 65535), ``mask`` uint8 [1,S,S] (mask x 255: 0/255
+    before augmentation), ``depth_target`` uint16 [1,S,S] (the depth losses' target: the sample's target map, else
+    its input depth), ``name``, ``orig_size`` [2]. Augmented maps are computed in float and rounded back to their
+    8/16-bit grid (the official loader also augments 8-bit PIL images); without augmentation nothing is rounded.
 
     Every random choice (the input depth among ``depth_choices``, the augmentation) comes from a generator seeded by
-    (seed, epoch, index): an item is the same in any worker process and after a resume, so worker RNG states need
-    no saving."""
+    (seed, epoch, index), so an item is the same in any worker process and after a resume. An index may be an
+    ``(epoch, index)`` pair (what :class:`~pdfnet.engine.sampler.ResumableSampler` yields with ``with_epoch``):
+    persistent workers keep their own copy of the dataset, so the epoch has to travel with the index."""
 
     def __init__(self, samples: list[Sample], size: int, augment: AugmentConfig | None = None,
                  cache_dir: str | Path | None = None, seed: int = 0) -> None:
@@ -93,6 +103,7 @@ class DISDataset(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """The epoch used for plain integer indices."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -108,26 +119,44 @@ class DISDataset(Dataset):
             self.cache.store(key, arrays)
         return arrays
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         sample = self.samples[index]
         arrays = self._arrays(sample)
-        item = {"image": torch.from_numpy(arrays["image"]).permute(2, 0, 1).float() / 255.0}
+        item = {"image": torch.from_numpy(arrays["image"]).permute(2, 0, 1).contiguous()}
         depth = arrays.get("depth")
         if sample.depth_choices:
             # Uniform choice, as the official loader's random() thresholds at 1/3 and 2/3.
-            pick = int(np.random.default_rng([self.seed, self.epoch, index, 1]).integers(len(sample.depth_choices)))
+            pick = int(np.random.default_rng([self.seed, epoch, index, 1]).integers(len(sample.depth_choices)))
             depth = arrays[f"depth_choice{pick}"]
         if depth is not None:
-            item["depth"] = torch.from_numpy(depth.astype(np.float32) / 65535.0)[None]
+            item["depth"] = torch.from_numpy(depth)[None]
             if "depth_target" in arrays:
-                item["depth_target"] = torch.from_numpy(arrays["depth_target"].astype(np.float32) / 65535.0)[None]
+                item["depth_target"] = torch.from_numpy(arrays["depth_target"])[None]
         if "mask" in arrays:
-            item["mask"] = torch.from_numpy((arrays["mask"] > 128).astype(np.float32))[None]
+            item["mask"] = torch.from_numpy(np.where(arrays["mask"] > 128, 255, 0).astype(np.uint8))[None]
         if self.augment is not None:
-            item = self.augment(item, np.random.default_rng([self.seed, self.epoch, index]))
+            floats = {k: v.float() / _LEVELS[k] for k, v in item.items()}
+            floats = self.augment(floats, np.random.default_rng([self.seed, epoch, index]))
+            item = {k: _quantize(v, _LEVELS[k], item[k].dtype) for k, v in floats.items()}
         if "depth" in item and "depth_target" not in item:
             item["depth_target"] = item["depth"]
-        item["image"] = (item["image"] - IMAGENET_MEAN) / IMAGENET_STD
         item["name"] = sample.name
         item["orig_size"] = torch.from_numpy(arrays["orig_size"])
         return item
+
+
+_LEVELS = {"image": 255, "mask": 255, "depth": 65535, "depth_target": 65535}
+
+
+def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """A collated batch of :class:`DISDataset` items -> float model inputs on ``device``: ``image`` [B,3,S,S]
+    ImageNet-normalised, ``depth`` and ``depth_target`` [B,1,S,S] in [0,1], ``mask`` [B,1,S,S] in [0,1]. The
+    integer maps travel to the device (pinned memory makes that asynchronous) and are converted there."""
+    out = {}
+    for key, levels in _LEVELS.items():
+        if key in batch:
+            out[key] = batch[key].to(device, non_blocking=True).float().div_(levels)
+    if "image" in out:
+        out["image"] = out["image"].sub_(IMAGENET_MEAN.to(device)).div_(IMAGENET_STD.to(device))
+    return out

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import half_dtype, resolve_device
+
 MODEL_IDS = {
     "small": "depth-anything/Depth-Anything-V2-Small-hf",
     "base": "depth-anything/Depth-Anything-V2-Base-hf",
@@ -40,6 +42,12 @@ def lower_bound_size(height: int, width: int, input_size: int = 518, multiple: i
     return _multiple_of(scale * height, multiple, input_size), _multiple_of(scale * width, multiple, input_size)
 
 
+def depth_autocast_dtype(device: torch.device, half: bool) -> torch.dtype | None:
+    """Reduced precision for Depth Anything on GPUs only: bfloat16, or float16 where bfloat16 is emulated
+    (V100, T4). None = float32."""
+    return half_dtype(device) if (half and device.type == "cuda") else None
+
+
 class DepthEstimator:
     """Batched Depth Anything V2 inference. ``model``: a local folder (``save_pretrained`` layout), a hub id, or one
     of ``small``/``base``/``large`` (the paper uses large). Call with uint8 RGB [H,W,3] images; returns float32 [H,W]
@@ -59,12 +67,10 @@ class DepthEstimator:
             raise RuntimeError(f"could not load the Depth Anything model {source!r}: {err}. Offline? Download it once "
                                "(e.g. `huggingface-cli download depth-anything/Depth-Anything-V2-Large-hf --local-dir "
                                "DIR`) and pass the folder.") from err
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device) if isinstance(device, str) else device
         self.model.to(self.device).eval()
         self.input_size = input_size
-        self.autocast_dtype = torch.bfloat16 if (half and self.device.type == "cuda") else None
+        self.autocast_dtype = depth_autocast_dtype(self.device, half)
 
     def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB [H,W,3] -> float32 [3,h,w] network input (h, w multiples of 14, both >= input_size)."""

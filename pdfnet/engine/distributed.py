@@ -1,13 +1,27 @@
-"""Process-group plumbing for ``torchrun``: one process per device, rank 0 writes files and logs."""
+"""Process-group plumbing for ``torchrun``: one process per device, rank 0 writes files and logs.
+
+Every collective here is entered by every rank, in the same order; a failure on one rank is shared with the others
+(:func:`share_failure`) so that all of them stop with the same message instead of waiting in a collective until the
+NCCL timeout.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from ..device import resolve_device
+
+T = TypeVar("T")
+
+
+class DistributedSetupError(RuntimeError):
+    """The launch environment and the requested device do not fit together; the message says how to launch."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,28 +39,57 @@ class DistContext:
         return self.world_size > 1
 
 
-def init_distributed(device: torch.device) -> DistContext:
-    """Join the process group that ``torchrun`` describes in the environment (nccl on CUDA, gloo otherwise);
-    a plain ``python train.py`` is a world of one and starts nothing."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def _env_int(name: str, default: str | None = None) -> int:
+    value = os.environ.get(name, default)
+    if value is None:
+        raise DistributedSetupError(f"WORLD_SIZE > 1 but {name} is not set: start the processes with torchrun")
+    try:
+        return int(value)
+    except ValueError as err:
+        raise DistributedSetupError(f"environment variable {name}={value!r} is not an integer") from err
+
+
+def process_device(requested: torch.device, ctx: DistContext) -> torch.device:
+    """The device this process trains on. Under torchrun a ``cuda`` request becomes ``cuda:<LOCAL_RANK>`` (an
+    explicit ``cuda:N`` would put every process on the same GPU and is refused)."""
+    if requested.type != "cuda":
+        return requested
+    if not ctx.enabled:
+        return requested if requested.index is not None else torch.device("cuda", torch.cuda.current_device())
+    if requested.index is not None:
+        raise DistributedSetupError(
+            f"device {str(requested)!r} under torchrun would put all {ctx.world_size} processes on one GPU: use "
+            "'cuda' (process k takes cuda:LOCAL_RANK; choose the GPUs with CUDA_VISIBLE_DEVICES)")
+    visible = torch.cuda.device_count()
+    if ctx.local_rank >= visible:
+        raise DistributedSetupError(
+            f"LOCAL_RANK {ctx.local_rank} but only {visible} GPU(s) are visible on this node: start at most "
+            f"{visible} process(es) per node (torchrun --nproc_per_node {visible})")
+    return torch.device("cuda", ctx.local_rank)
+
+
+def init_distributed(device_name: str = "auto") -> tuple[DistContext, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment and pick this process's device.
+
+    Order matters on CUDA: the rank's device ``cuda:<LOCAL_RANK>`` is made current first, then the group is joined
+    with that indexed device (nccl binds its communicator to it); CPU processes use gloo. A plain ``python train.py``
+    is a world of one and starts nothing. Returns (context, device).
+    """
+    requested = resolve_device(device_name)
+    world = _env_int("WORLD_SIZE", "1")
     if world <= 1:
-        return DistContext()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
-    return DistContext(rank, world, local_rank)
-
-
-def local_device(name: str, ctx_local_rank: int) -> torch.device:
-    """The device of this process: ``cuda`` becomes ``cuda:<LOCAL_RANK>`` under torchrun."""
-    from .inference import resolve_device
-
-    device = resolve_device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", ctx_local_rank)
+        ctx = DistContext()
+        return ctx, process_device(requested, ctx)
+    ctx = DistContext(_env_int("RANK"), world, _env_int("LOCAL_RANK", "0"))
+    device = process_device(requested, ctx)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    return device
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return ctx, device
 
 
 def barrier(ctx: DistContext) -> None:
@@ -63,13 +106,48 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
     return out
 
 
-def any_rank(ctx: DistContext, flag: bool, device: torch.device) -> bool:
-    """True when ``flag`` is true on any rank, so that all ranks take the same branch."""
+def any_rank(ctx: DistContext, flag: torch.Tensor) -> bool:
+    """True when the 0-dim/1-element tensor ``flag`` is non-zero on any rank, so that all ranks take the same
+    branch. One host sync (and one all-reduce under a process group)."""
+    if ctx.enabled:
+        flag = flag.detach().float().reshape(1).clone()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def share_failure(ctx: DistContext, error: BaseException | None) -> None:
+    """Collective: when ``error`` is set on any rank, every rank raises it (the lowest failing rank's exception,
+    with its message), so all processes stop together with the same explanation."""
     if not ctx.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+        if error is not None:
+            raise error
+        return
+    shared: Any = error
+    if error is not None:
+        try:
+            import pickle
+
+            pickle.dumps(error)
+        except Exception:  # an exception carrying unpicklable state still travels as its message
+            shared = RuntimeError(f"{type(error).__name__}: {error}")
+    failures = [e for e in gather_objects(ctx, shared) if e is not None]
+    if error is not None:
+        raise error
+    if failures:
+        raise failures[0]
+
+
+def on_main(ctx: DistContext, fn: Callable[[], T]) -> T | None:
+    """Run ``fn`` on rank 0 only (writing files, validating data); if it raises, every rank raises the same error.
+    Returns fn's result on rank 0 and None elsewhere. Every rank must call it."""
+    result, error = None, None
+    if ctx.is_main:
+        try:
+            result = fn()
+        except Exception as err:
+            error = err
+    share_failure(ctx, error)
+    return result
 
 
 def shutdown(ctx: DistContext) -> None:

@@ -7,7 +7,6 @@ logits brought back to the model size and un-flipped, averaged, then the sigmoid
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
+from ..device import autocast, half_dtype, resolve_device  # noqa: F401 - re-exported for callers
 from ..models import PDFNet
 from .checkpoint import model_from_checkpoint
 
@@ -25,34 +25,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TTA_SCALES = (0.75, 1.0, 1.25)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> tuple[PDFNet, Config]:
     """Our checkpoint or an official one (converted on the fly) -> (model in eval mode on ``device``, config)."""
     model, cfg = model_from_checkpoint(path)
     device = resolve_device(device) if isinstance(device, str) else device
     return model.to(device).eval(), cfg
-
-
-def half_dtype(device: torch.device) -> torch.dtype:
-    """The reduced precision used by ``--half``: bfloat16, or float16 on GPUs without bfloat16 support."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def autocast(device: torch.device, half: bool) -> contextlib.AbstractContextManager:
-    """Autocast to :func:`half_dtype` when ``half``; otherwise a no-op (float32)."""
-    if not half:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=half_dtype(device))
 
 
 def to_model_inputs(image_rgb: np.ndarray, depth: np.ndarray, size: int | tuple[int, int],

@@ -9,21 +9,24 @@ import torch
 from torch.utils.data import Sampler
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableSampler(Sampler):
     """Indices of one epoch for one rank.
 
     The epoch's order is a permutation seeded by (seed, epoch), identical on every rank; it is padded by repeating
     its head to a multiple of ``world_size`` (as ``DistributedSampler``) and rank r takes positions r, r+W, ...
     ``set_epoch(epoch, skip)`` starts the next iteration after the rank's first ``skip`` indices, so a run resumed
-    mid-epoch sees exactly the samples the interrupted run had not seen yet.
+    mid-epoch sees exactly the samples the interrupted run had not seen yet. ``with_epoch=True`` yields
+    ``(epoch, index)`` pairs, for datasets whose items depend on the epoch and live in persistent loader workers.
     """
 
-    def __init__(self, length: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, length: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 with_epoch: bool = False) -> None:
         if length <= 0:
             raise ValueError("cannot sample from an empty dataset")
         self.length, self.shuffle, self.seed = length, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.skip = 0, 0
+        self.with_epoch = with_epoch
 
     @property
     def per_rank(self) -> int:
@@ -45,8 +48,11 @@ class ResumableSampler(Sampler[int]):
         order += order[: total - len(order)]
         return order[self.rank:total:self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_indices()[self.skip:])
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
+        indices = self.epoch_indices()[self.skip:]
+        if self.with_epoch:
+            return iter([(self.epoch, i) for i in indices])
+        return iter(indices)
 
     def __len__(self) -> int:
         return self.per_rank - self.skip

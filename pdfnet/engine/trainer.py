@@ -32,15 +32,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import Config, config_to_yaml
-from ..data.dataset import DISDataset
+from ..data.dataset import DISDataset, batch_to_device
 from ..data.datasets import training_samples, validate_samples, validation_samples
 from ..data.io import atomic_write_bytes
+from ..device import configure_cuda_backends, training_amp_dtype
 from ..losses import PDFNetLoss
 from ..metrics.evaluator import LOWER_IS_BETTER
 from ..models import PDFNet, build_model
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, make_checkpoint, model_from_checkpoint
-from .distributed import any_rank, barrier, gather_objects, init_distributed, local_device, shutdown
-from .inference import resolve_device
+from .distributed import any_rank, barrier, gather_objects, init_distributed, on_main, share_failure, shutdown
 from .rng import capture_rng, restore_rng, seed_everything, seed_worker
 from .sampler import ResumableSampler
 from .validation import panel_grid, validate
@@ -59,7 +59,7 @@ class TrainState:
     batch_in_epoch: int = 0  # micro-batches of epoch ``epoch`` already consumed
     best: float | None = None
     best_epoch: int = -1
-    skipped: int = 0  # batches skipped for a non-finite loss
+    skipped: int = 0  # micro-batches discarded for a non-finite loss (a whole accumulation group at a time)
     loss_sums: list[float] = dataclasses.field(default_factory=lambda: [0.0] * len(LOSS_PARTS))
     loss_count: int = 0
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -109,18 +109,20 @@ class Trainer:
         self.cfg = cfg
         t = cfg.train
         self.out_dir = Path(t.out_dir)
-        self.ctx = init_distributed(resolve_device(t.device))  # the backend follows the device type
-        self.device = local_device(t.device, self.ctx.local_rank)
-        self.show_progress = show_progress and self.ctx.is_main
         if t.best_metric == "HCE" and not t.val_hce:
             raise TrainingError("train.best_metric=HCE needs train.val_hce=true")
-        self.amp_dtype = None
-        if self.device.type == "cuda" and t.amp != "none":
-            self.amp_dtype = torch.bfloat16 if t.amp == "bf16" else torch.float16
+        self.ctx, self.device = init_distributed(t.device)  # cuda:<LOCAL_RANK> under torchrun
+        self.show_progress = show_progress and self.ctx.is_main
+        configure_cuda_backends(self.device, tf32=t.tf32)
+        self.amp_dtype = training_amp_dtype(self.device, t.amp)
+        notices = []
+        if t.amp == "bf16" and self.amp_dtype == torch.float16:
+            notices.append(f"train.amp=bf16: {torch.cuda.get_device_name(self.device)} has no native bfloat16, "
+                           "training under float16 autocast with loss scaling instead")
+
+        notices += self._build_data()  # validates every file before anything is written
         if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-
-        notices = self._build_data()
         seed_everything(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
         self.model = build_model(cfg.model).to(self.device)
         if t.init_from:
@@ -137,12 +139,19 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.train_model: torch.nn.Module = self.model
         if self.ctx.enabled:
+            # The model's only buffers are the Swin relative-position indices, derived from the architecture and
+            # identical on every rank: re-broadcasting them before every forward would be pure overhead.
             self.train_model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.model.has_depth_head and not self.want_depth)
+                broadcast_buffers=False, find_unused_parameters=self.model.has_depth_head and not self.want_depth)
         if t.compile:
             self.train_model = torch.compile(self.train_model)
         self.state = TrainState()
+        # Running loss sums live on the device (no host sync per micro-batch); state.loss_sums is refreshed from
+        # them whenever the state is saved or reported. float64 keeps the sums those of Python floats.
+        acc_dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self.loss_sums = torch.zeros(len(LOSS_PARTS), dtype=acc_dtype, device=self.device)
+        self.loader: DataLoader | None = None
         # Drop-path draws differ per rank (as with independent processes); rank 0 keeps the plain seed.
         seed_everything(t.seed + 1_000_003 * self.ctx.rank)
         self.writer = None
@@ -156,13 +165,13 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         samples, notices = training_samples(cfg.data)
         val_samples = validation_samples(cfg.data) if cfg.data.val_split else []
-        if self.ctx.is_main:
-            validate_samples(samples + val_samples)
+        # Rank 0 reads every header; a bad file stops every rank with the same message (no rank left waiting).
+        on_main(self.ctx, lambda: validate_samples(samples + val_samples))
         cache = cfg.data.cache_dir or None
         self.train_set = DISDataset(samples, cfg.data.size, cfg.data.augment, cache, seed=t.seed)
         self.val_samples = val_samples
         self.sampler = ResumableSampler(len(samples), shuffle=True, seed=t.seed, rank=self.ctx.rank,
-                                        world_size=self.ctx.world_size)
+                                        world_size=self.ctx.world_size, with_epoch=True)
         group = t.batch_size * t.accum_steps
         self.steps_per_epoch = self.sampler.per_rank // group
         if self.steps_per_epoch == 0:
@@ -189,47 +198,69 @@ class Trainer:
             raise CheckpointError(f"{path} does not fit the model config: {str(err).splitlines()[0]}") from err
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        self._load_scaler(ckpt.get("scaler") or {}, path)
         if self.ema is not None:
             if ckpt.get("ema") is None:
                 self.ema.module.load_state_dict(ckpt["model"])  # EMA switched on at resume: start from the weights
             else:
                 self.ema.load_state_dict(ckpt["ema"])
         self.state = TrainState(**ckpt["state"])
+        self.loss_sums.copy_(torch.tensor(self.state.loss_sums, dtype=self.loss_sums.dtype))
         rng = ckpt.get("rng") or []
         if self.state.batch_in_epoch and ckpt.get("world_size") != self.ctx.world_size:
             raise TrainingError(f"{path} was written mid-epoch by {ckpt.get('world_size')} process(es); resume it "
                                 f"with the same number (got {self.ctx.world_size})")
         if self.ctx.rank < len(rng):
-            restore_rng(rng[self.ctx.rank])
-        if self.ctx.is_main:
-            self._write_history()  # a kill between last.pth and history.jsonl left the file one line short
+            restore_rng(rng[self.ctx.rank], self.device)
+        # A kill between last.pth and history.jsonl left the file one line short.
+        on_main(self.ctx, self._write_history)
         self.log(f"resumed from {path}: epoch {self.state.epoch} + {self.state.batch_in_epoch} micro-batches, "
                  f"step {self.state.step}")
 
+    def _load_scaler(self, stored: dict[str, Any], path: Path) -> None:
+        """The fp16 loss scale of a checkpoint, when both the checkpoint and this run use one. A run whose
+        ``train.amp`` changed at resume either starts a fresh scale or drops the stored one, and says so."""
+        if self.scaler.is_enabled() and stored:
+            self.scaler.load_state_dict(stored)
+        elif self.scaler.is_enabled():
+            self.log(f"{path} was trained without fp16 loss scaling: starting a fresh loss scale "
+                     f"({self.scaler.get_scale():.0f}) for train.amp=fp16")
+        elif stored:
+            self.log(f"{path} was trained with fp16 loss scaling; this run (train.amp={self.cfg.train.amp} on "
+                     f"{self.device.type}) needs none, so the stored loss scale is dropped")
+
     # ------------------------------------------------------------------------------------------- checkpoints
     def _check_finite_weights(self) -> None:
-        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise TrainingError(f"weights became non-finite ({bad[:3]}...) at step {self.state.step}; not saving. "
-                                "Lower optim.lr or set optim.clip_grad")
+        """Every rank checks its (identical) weights; a failure stops all ranks with the same message."""
+        error = None
+        params = list(self.model.named_parameters())
+        if not bool(torch.stack([torch.isfinite(p).all() for _, p in params]).all()):
+            bad = [n for n, p in params if not torch.isfinite(p).all()]
+            error = TrainingError(f"weights became non-finite ({bad[:3]}...) at step {self.state.step}; not saving. "
+                                  "Lower optim.lr or set optim.clip_grad")
+        share_failure(self.ctx, error)
+
+    def _sync_loss_sums(self) -> None:
+        self.state.loss_sums = self.loss_sums.tolist()
 
     def save_last(self) -> None:
         """last.pth with the full training state; every rank takes part (RNG states are gathered)."""
-        rng = gather_objects(self.ctx, capture_rng())
-        if not self.ctx.is_main:
-            return
+        rng = gather_objects(self.ctx, capture_rng(self.device))
         self._check_finite_weights()
-        ckpt = make_checkpoint(
-            self.model, self.cfg, epoch=self.state.epoch, step=self.state.step, state=dataclasses.asdict(self.state),
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(), ema=self.ema.state_dict() if self.ema is not None else None,
-            rng=rng, world_size=self.ctx.world_size)
-        atomic_save(ckpt, self.out_dir / "last.pth")
+        self._sync_loss_sums()
+
+        def write() -> None:
+            ckpt = make_checkpoint(
+                self.model, self.cfg, epoch=self.state.epoch, step=self.state.step,
+                state=dataclasses.asdict(self.state), optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
+                ema=self.ema.state_dict() if self.ema is not None else None, rng=rng, world_size=self.ctx.world_size)
+            atomic_save(ckpt, self.out_dir / "last.pth")
+
+        on_main(self.ctx, write)
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         model = self.ema.module if self.ema is not None else self.model
-        self._check_finite_weights()
         atomic_save(make_checkpoint(model, self.cfg, epoch=self.state.epoch, step=self.state.step,
                                     metrics=metrics, ema=self.ema is not None), self.out_dir / "best.pth")
 
@@ -239,25 +270,32 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ steps
     def _forward_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        dev = self.device
-        image, depth = batch["image"].to(dev, non_blocking=True), batch["depth"].to(dev, non_blocking=True)
-        mask = batch["mask"].to(dev, non_blocking=True)
-        target = batch["depth_target"].to(dev, non_blocking=True)
-        autocast = torch.autocast(dev.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        """One micro-batch (integer maps as the loader gives them) -> (total loss, its parts), float32 scalars."""
+        inputs = batch_to_device(batch, self.device)
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
-            out = self.train_model(image, depth, return_depth=self.want_depth)
+            out = self.train_model(inputs["image"], inputs["depth"], return_depth=self.want_depth)
         seg, dep = out if self.want_depth else (out, None)
-        return self.loss_fn(seg, mask, target, dep)  # float32 whatever the autocast dtype
+        return self.loss_fn(seg, inputs["mask"], inputs["depth_target"], dep)  # float32 whatever the autocast dtype
 
-    def _nonfinite(self, total: torch.Tensor, parts: dict[str, torch.Tensor], names: list[str]) -> None:
-        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
-        message = (f"non-finite loss at epoch {self.state.epoch + 1}, step {self.state.step}, micro-batch "
-                   f"{self.state.batch_in_epoch} (samples {names}): total={float(total.detach()):.4g}, {shown}")
+    def _discard_group(self, group: list[tuple[list[str], torch.Tensor]]) -> None:
+        """An accumulation group with a non-finite loss on some rank: stop with the first bad micro-batch's
+        values, or drop the group's gradients on every rank (no optimizer step)."""
+        bad = [i for i, (_, values) in enumerate(group) if not torch.isfinite(values[0])]
+        i = bad[0] if bad else 0
+        names, values = group[i]
+        micro = self.state.batch_in_epoch - len(group) + i + 1
+        origin = f"samples {names}" if bad else f"on another rank; this rank's samples {names}"
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in zip(LOSS_PARTS, values))
+        message = (f"non-finite loss at epoch {self.state.epoch + 1}, step {self.state.step}, micro-batch {micro} "
+                   f"({origin}): {shown}")
         if self.cfg.train.on_nonfinite == "stop":
             raise TrainingError(message + ". Nothing was saved after the last checkpoint. Lower optim.lr, set "
                                 "optim.clip_grad, prefer train.amp=bf16 to fp16, or set train.on_nonfinite=skip")
-        self.state.skipped += 1
-        self.log(message + f"; batch skipped ({self.state.skipped} so far)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.skipped += len(group)
+        self.log(message + f"; its accumulation group ({len(group)} micro-batch(es)) skipped on every rank, "
+                 f"{self.state.skipped} so far")
 
     def _optimizer_step(self) -> None:
         clip = self.cfg.optim.clip_grad
@@ -267,53 +305,69 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        self.state.step += 1
+
+    def _make_loader(self) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        # The sampler yields (epoch, index), so persistent workers need no per-epoch state from this process.
+        return DataLoader(self.train_set, batch_size=self.cfg.train.batch_size, sampler=self.sampler, drop_last=True,
+                          num_workers=workers, worker_init_fn=seed_worker, persistent_workers=workers > 0,
+                          generator=torch.Generator().manual_seed(self.cfg.train.seed * 7919),
+                          pin_memory=self.device.type == "cuda")
 
     def train_epoch(self) -> None:
+        """One epoch from ``state.batch_in_epoch`` on. Host syncs: one per optimizer step (do all ranks agree that
+        the group's losses are finite?), plus logging every ``train.log_every_steps`` steps."""
         t, state = self.cfg.train, self.state
         epoch = state.epoch
         self.train_set.set_epoch(epoch)
         self.sampler.set_epoch(epoch, skip=state.batch_in_epoch * t.batch_size)
-        loader = DataLoader(self.train_set, batch_size=t.batch_size, sampler=self.sampler, drop_last=True,
-                            num_workers=self.cfg.data.num_workers, worker_init_fn=seed_worker,
-                            generator=torch.Generator().manual_seed(t.seed * 7919 + epoch),
-                            pin_memory=self.device.type == "cuda")
+        if self.loader is None:
+            self.loader = self._make_loader()
         left = self.micro_per_epoch - state.batch_in_epoch
         bar = tqdm(total=self.micro_per_epoch, initial=state.batch_in_epoch, disable=not self.show_progress,
                    desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", dynamic_ncols=True)
-        window = torch.zeros(len(LOSS_PARTS), dtype=torch.float64)
+        window = torch.zeros_like(self.loss_sums)
         window_n, started, seen = 0, time.perf_counter(), 0
+        group: list[tuple[list[str], torch.Tensor]] = []  # (sample names, [total, *parts]) per micro-batch
         self.model.train()
-        for batch in islice(loader, left):
+        for batch in islice(self.loader, left):
             last_of_group = (state.batch_in_epoch + 1) % t.accum_steps == 0
             total, parts = self._forward_loss(batch)
-            if any_rank(self.ctx, not bool(torch.isfinite(total)), self.device):
-                self._nonfinite(total, parts, list(batch["name"]))
-            else:
-                sync = self.train_model.no_sync() if (self.ctx.enabled and not last_of_group) else nullcontext()
-                with sync:
-                    self.scaler.scale(total / t.accum_steps).backward()
-                values = torch.stack([total.detach(), *parts.values()]).double().cpu()
-                window += values
-                window_n += 1
-                state.loss_sums = [a + float(b) for a, b in zip(state.loss_sums, values)]
-                state.loss_count += 1
+            # Every rank runs every backward, finite or not, so DDP's collectives stay paired; a group with a
+            # non-finite loss anywhere is discarded as a whole below, on all ranks alike.
+            sync = self.train_model.no_sync() if (self.ctx.enabled and not last_of_group) else nullcontext()
+            with sync:
+                self.scaler.scale(total / t.accum_steps).backward()
+            group.append((list(batch["name"]), torch.stack([total.detach(), *parts.values()])))
             state.batch_in_epoch += 1
             seen += batch["image"].shape[0]
             bar.update(1)
             if not last_of_group:
                 continue
-            self._optimizer_step()
-            if self.show_progress and window_n:
-                bar.set_postfix(loss=f"{window[0] / window_n:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
-                                img_s=f"{seen * self.ctx.world_size / (time.perf_counter() - started):.2f}")
+            values = torch.stack([v for _, v in group])
+            if any_rank(self.ctx, ~torch.isfinite(values[:, 0]).all()):
+                self._discard_group(group)
+            else:
+                self._optimizer_step()
+                for v in values.to(self.loss_sums.dtype):  # one add per micro-batch, as a running float sum
+                    self.loss_sums += v
+                    window += v
+                window_n += len(group)
+                state.loss_count += len(group)
+            group = []
+            self.scheduler.step()
+            state.step += 1
             if state.step % t.log_every_steps == 0 and window_n:
-                self._log_scalars("train", {f"loss_{k}" if k != "total" else "loss": float(v / window_n)
-                                            for k, v in zip(LOSS_PARTS, window)})
-                self._log_scalars("train", {"lr": self.scheduler.get_last_lr()[0]})
+                means = (window / window_n).tolist()
+                lr = self.scheduler.get_last_lr()[0]
+                self._log_scalars("train", {f"loss_{k}" if k != "total" else "loss": v
+                                            for k, v in zip(LOSS_PARTS, means)})
+                self._log_scalars("train", {"lr": lr})
+                if self.show_progress:
+                    bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{lr:.2e}",
+                                    img_s=f"{seen * self.ctx.world_size / (time.perf_counter() - started):.2f}")
                 window.zero_()
                 window_n = 0
             if t.save_every_steps and state.step % t.save_every_steps == 0 and state.batch_in_epoch < \
@@ -331,8 +385,10 @@ class Trainer:
             self.writer.add_scalar(f"{prefix}/{k}", v, self.state.step)
 
     def run_validation(self) -> dict[str, float] | None:
-        """Validate (EMA weights when EMA is on), append to history, update best.pth. Metrics on rank 0."""
-        t, state = self.cfg.train, self.state
+        """Validate (EMA weights when EMA is on), append to history, update best.pth. Metrics on rank 0; every
+        rank must call it."""
+        t = self.cfg.train
+        self._check_finite_weights()
         model = self.ema.module if self.ema is not None else self.model
         started = time.perf_counter()
         bar = tqdm(total=math.ceil(len(self.val_samples) / self.ctx.world_size), disable=not self.show_progress,
@@ -340,52 +396,59 @@ class Trainer:
         metrics, panels = validate(model, self.val_samples, self.cfg.data.size, self.ctx, t.val_hce,
                                    self.cfg.data.num_workers, t.val_panels, progress=lambda: bar.update(1))
         bar.close()
-        if not self.ctx.is_main:
-            return None
+        self._sync_loss_sums()
+        on_main(self.ctx, lambda: self._record_validation(metrics, panels, time.perf_counter() - started))
+        # Every rank starts the next period's loss statistics afresh (rank 0 reports them).
+        self.state.loss_sums, self.state.loss_count = [0.0] * len(LOSS_PARTS), 0
+        self.loss_sums.zero_()
+        return metrics
+
+    def _record_validation(self, metrics: dict[str, float], panels: list[torch.Tensor], seconds: float) -> None:
+        """Rank 0: the history line, best.pth, tensorboard and the log line of one validation."""
+        t, state = self.cfg.train, self.state
         n = max(1, state.loss_count)
         line: dict[str, Any] = {"epoch": state.epoch, "step": state.step, "lr": self.scheduler.get_last_lr()[0]}
         line.update({("loss" if k == "total" else f"loss_{k}"): (s / n if state.loss_count else None)
                      for k, s in zip(LOSS_PARTS, state.loss_sums)})
         line.update(metrics)
-        line.update({"skipped": state.skipped, "val_seconds": round(time.perf_counter() - started, 2)})
+        line.update({"skipped": state.skipped, "val_seconds": round(seconds, 2)})
         value = metrics[t.best_metric]
         line["best"] = _is_better(value, state.best, t.best_metric)
         if line["best"]:
             state.best, state.best_epoch = value, state.epoch
             self._save_best(metrics)
         state.history.append(line)
-        state.loss_sums, state.loss_count = [0.0] * len(LOSS_PARTS), 0
         self._log_scalars("val", metrics)
         if self.writer is not None and panels:
             self.writer.add_image("val/panels", panel_grid(panels), state.step, dataformats="HWC")
         shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("maxF", "wF", "Sm", "meanEm", "MAE", "HCE") if k in metrics)
         self.log(f"epoch {state.epoch} step {state.step}: {shown}" + ("  (best)" if line["best"] else ""))
-        return metrics
 
     # ------------------------------------------------------------------------------------------------- loop
+    def _open_run_directory(self) -> None:
+        """Rank 0: config.yaml, the tensorboard writer and the opening log line."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        (self.out_dir / "config.yaml").write_text(config_to_yaml(self.cfg), encoding="utf-8")
+        self.writer = SummaryWriter(str(self.out_dir / "tb"))
+        amp = {None: "none", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        self.log(f"training {len(self.train_set)} samples ({self.steps_per_epoch} steps/epoch x "
+                 f"{self.ctx.world_size} process(es)) on {self.device}, amp={amp}, run dir {self.out_dir}")
+
     def fit(self) -> TrainState:
         """Train up to ``train.epochs``; returns the final state. Every rank must call it."""
         t, state = self.cfg.train, self.state
         try:
-            if self.ctx.is_main:
-                from torch.utils.tensorboard import SummaryWriter
-
-                (self.out_dir / "config.yaml").write_text(config_to_yaml(self.cfg), encoding="utf-8")
-                self.writer = SummaryWriter(str(self.out_dir / "tb"))
-                amp = t.amp if self.amp_dtype else "none"
-                self.log(f"training {len(self.train_set)} samples ({self.steps_per_epoch} steps/epoch x "
-                         f"{self.ctx.world_size} process(es)) on {self.device}, amp={amp}, run dir {self.out_dir}")
+            on_main(self.ctx, self._open_run_directory)
             if self.val_samples and not state.history and state.epoch == 0 and state.batch_in_epoch == 0:
                 self.run_validation()  # the untrained model: the baseline every later line is compared with
-                if self.ctx.is_main:
-                    self._write_history()
+                on_main(self.ctx, self._write_history)
             while state.epoch < t.epochs:
                 self.train_epoch()
                 if self.val_samples and (state.epoch % t.val_every_epochs == 0 or state.epoch == t.epochs):
                     self.run_validation()
                 self.save_last()
-                if self.ctx.is_main:
-                    self._write_history()
+                on_main(self.ctx, self._write_history)
                 barrier(self.ctx)
             if self.ctx.is_main and state.best is not None:
                 self.log(f"done: best {t.best_metric} {state.best:.4f} at epoch {state.best_epoch} "

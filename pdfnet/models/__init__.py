@@ -13,8 +13,7 @@ def build_model(cfg: ModelConfig) -> PDFNet:
                    drop_path=cfg.drop_path, detach_patches=cfg.detach_patches)
     model.use_depth, model.use_patches = cfg.use_depth, cfg.use_patches
     model.set_fusion_dropout(cfg.fusion_dropout)
-    if cfg.grad_checkpointing:
-        model.set_grad_checkpointing(True)
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
     if cfg.pretrained:
         load_pretrained_backbone(model.backbone, cfg.pretrained)
     return model

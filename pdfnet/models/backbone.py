@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -349,5 +351,52 @@ def load_pretrained_backbone(encoder: SwinEncoder, source: str) -> list[str]:
     if not usable:
         raise RuntimeError(f"{source!r} holds no Swin weights matching this encoder "
                            f"(embed_dim {encoder.spec.embed_dim}, depths {encoder.spec.depths})")
+    left = sorted(set(own) - set(usable))
+    _check_left_at_init(source, left, own, sd)
     encoder.load_state_dict(usable, strict=False)
-    return sorted(set(own) - set(usable))
+    return left
+
+
+# Encoder tensors that ImageNet classification checkpoints do not have: the detection-style absolute position
+# embedding and the per-stage output norms. They start from their init in the official code too.
+EXPECTED_AT_INIT = ("absolute_pos_embed", "norm*.weight", "norm*.bias")
+
+
+def key_family(key: str) -> str:
+    """``layers.2.blocks.7.attn.qkv.weight`` -> ``layers.*.blocks.*.attn.qkv.weight``."""
+    return ".".join("*" if part.isdigit() else re.sub(r"\d+$", "*", part) for part in key.split("."))
+
+
+def _check_left_at_init(source: str, left: list[str], own: dict[str, torch.Tensor],
+                        loaded: dict[str, torch.Tensor]) -> None:
+    """Fail when a whole family of encoder tensors (e.g. every relative-position table) would stay random; warn,
+    naming them, when only some tensors would."""
+    unexpected = [k for k in left if key_family(k) not in EXPECTED_AT_INIT]
+    if not unexpected:
+        return
+    families: dict[str, list[str]] = {}
+    for key in own:
+        families.setdefault(key_family(key), []).append(key)
+    whole = [f for f in dict.fromkeys(key_family(k) for k in unexpected) if set(families[f]) <= set(unexpected)]
+    if whole:
+        reasons = []
+        for family in whole:
+            example = families[family][0]
+            if example in loaded:
+                reasons.append(f"{family} ({len(families[family])} tensors): shape {list(loaded[example].shape)} "
+                               f"in the file, {list(own[example].shape)} in this encoder")
+            else:
+                reasons.append(f"{family} ({len(families[family])} tensors): not in the file")
+        raise RuntimeError(
+            f"pretrained backbone {source!r} does not fit this Swin (window {own_window(own)}): these tensors would "
+            "all stay at random init:\n  " + "\n  ".join(reasons) + "\nUse weights of the same architecture "
+            "(the paper: swin_base_patch4_window12_384 22k), or set model.pretrained='' to train from scratch.")
+    warnings.warn(f"pretrained backbone {source!r}: {len(unexpected)} encoder tensor(s) not in the file or of another "
+                  f"shape, left at random init: {', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""),
+                  stacklevel=3)
+
+
+def own_window(own: dict[str, torch.Tensor]) -> int:
+    """The attention window of an encoder state dict (from its relative-position table size)."""
+    table = next(v for k, v in own.items() if k.endswith("relative_position_bias_table"))
+    return (int(round(table.shape[0] ** 0.5)) + 1) // 2

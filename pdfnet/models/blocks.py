@@ -12,6 +12,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint as torch_checkpoint
 from torch import nn
 
 _LIBC = None
@@ -33,10 +34,20 @@ def release_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-def lean_inference() -> bool:
-    """Whether the inference-only memory savings apply (row strips, freeing inputs early, heap trimming): no
-    autograd, and not being traced by torch.compile / torch.export, which want one plain graph instead."""
-    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+def lean_inference(x: torch.Tensor) -> bool:
+    """Whether the CPU inference memory savings apply to tensors like ``x`` (row strips, freeing inputs early,
+    heap trimming, the one-hot logit head): CPU tensors, no autograd, and not being traced by torch.compile /
+    torch.export, which want one plain graph instead. On GPUs the caching allocator already reuses freed blocks
+    and the strip loops would only add kernel launches, so the plain path runs there."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+def checkpointed(enabled: bool, fn, *args):
+    """``fn(*args)``, recomputed in backward instead of keeping its activations when ``enabled`` and autograd is
+    recording (non-reentrant checkpoint; dropout masks are replayed, so gradients are unchanged)."""
+    if enabled and torch.is_grad_enabled():
+        return torch_checkpoint.checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int] | list[int] | torch.Size) -> torch.Tensor:
@@ -51,6 +62,56 @@ def resize(x: torch.Tensor, size: tuple[int, int] | list[int] | torch.Size) -> t
 def resize_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Resize ``x`` [B,C,h,w] to the spatial size of ``ref`` [*,*,H,W]."""
     return resize(x, ref.shape[-2:])
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """Training path of RMSNorm (optionally fused with the SiLU after it) that keeps only its input (in the input
+    dtype) and the per-pixel 1/rms for backward, recomputing the rest. Statistics are float32, the output has the
+    input's dtype, so under bf16 autocast the activations stay bf16 (autograd's version of the same arithmetic kept
+    two float32 copies of every normed map: 4x the bytes of the bf16 input).
+
+    Forward arithmetic equals :meth:`RMSNorm.forward`'s plain autograd expression exactly (same ops, same order).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dim: int, eps: float, silu: bool) -> torch.Tensor:
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=dim, keepdim=True) + eps)
+        w = weight.view(-1, 1, 1) if dim == 1 else weight
+        y = w * (x32 * inv_rms).type_as(x)
+        if silu:
+            y = F.silu(y)
+        ctx.save_for_backward(x, weight, inv_rms)
+        ctx.dim, ctx.silu = dim, silu
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight, inv_rms = ctx.saved_tensors
+        dim = ctx.dim
+        compute = inv_rms.dtype
+        w = (weight.view(-1, 1, 1) if dim == 1 else weight).to(compute)
+        normed = (x.to(compute) * inv_rms).type_as(x).to(compute)
+        grad = grad_out.to(compute)
+        if ctx.silu:
+            y = w * normed
+            sig = torch.sigmoid(y)
+            grad = grad * sig * (1 + y * (1 - sig))
+            del y, sig
+        reduce_dims = [d for d in range(grad.ndim) if d != (dim % grad.ndim)]
+        grad_weight = (grad * normed).sum(dim=reduce_dims).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_normed = grad * w
+            # d/dx of x * rsqrt(mean(x^2)): inv_rms * (g - normed * mean(g * normed)) over the normed dimension.
+            grad_x = (inv_rms * (grad_normed - normed * (grad_normed * normed).mean(dim=dim, keepdim=True)))
+            grad_x = grad_x.to(x.dtype)
+        return grad_x, grad_weight, None, None, None
+
+
+def rms_norm_train(x: torch.Tensor, weight: torch.Tensor, dim: int, eps: float, silu: bool = False) -> torch.Tensor:
+    """RMSNorm over ``dim`` (then SiLU when ``silu``) with the memory-lean backward of :class:`_RMSNormFunction`."""
+    return _RMSNormFunction.apply(x, weight, dim, eps, silu)
 
 
 class RMSNorm(nn.Module):
@@ -69,11 +130,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """``inplace=True`` (only honoured without autograd) lets the norm overwrite ``x``, which the caller owns."""
         dim = 1 if self.channels_first else -1
+        if torch.is_grad_enabled():
+            return rms_norm_train(x, self.weight, dim, self.eps)
         x32 = x.float()
         weight = self.weight[:, None, None] if self.channels_first else self.weight
-        if torch.is_grad_enabled():
-            inv_rms = torch.rsqrt(x32.pow(2).mean(dim=dim, keepdim=True) + self.eps)
-            return weight * (x32 * inv_rms).type_as(x)
         # Inference: the same arithmetic with fewer full-size temporaries: the mean square comes from a norm
         # reduction (no x**2 tensor), and x32 is overwritten when it is a private copy or the caller allows it.
         inv_rms = torch.linalg.vector_norm(x32, dim=dim, keepdim=True).square_().div_(x32.shape[dim]).add_(
@@ -93,6 +153,8 @@ class ConvNormAct(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, norm, _ = self
+        if torch.is_grad_enabled():
+            return rms_norm_train(conv(x), norm.weight, 1, norm.eps, silu=True)
         x = norm(conv(x), inplace=True)
         # In-place activation saves one full-size tensor at inference; autograd needs the input kept in training.
         return F.silu(x, inplace=not torch.is_grad_enabled())

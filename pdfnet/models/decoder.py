@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvNormAct, lean_inference, release_freed_memory, resize, resize_like
+from .blocks import ConvNormAct, checkpointed, lean_inference, release_freed_memory, resize, resize_like
 from .fusion import FSE
 
 # Feature pyramids are lists [L1, L2, L3, L4, global]: L1 finest, ``global`` at the L4 resolution.
@@ -50,7 +50,7 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
     """
     b, _, h, w = x.shape
     size = (4 * h, 4 * w)
-    if not lean_inference():
+    if not lean_inference(x):
         return torch.cat([conv(resize_rows(x, size, 4 * start, 4 * min(h, start + strip_rows)))
                           for start in range(0, h, strip_rows)], dim=2)
     out = torch.empty(b, conv.out_channels, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
@@ -121,6 +121,31 @@ class SegmentationDecoder(nn.Module):
         self.level_mixers = nn.ModuleList(ConvNormAct(3 * emb_dim, emb_dim) for _ in range(4))
         # heads[0]: main output; heads[i]: side_i.
         self.heads = nn.ModuleList(nn.Conv2d(emb_dim, 1, 3, padding=1) for _ in range(6))
+        self.grad_checkpointing = False  # recompute each FSE stage and the full-resolution path in backward
+
+    def _fuse_level(self, stage: int, level: int, img: torch.Tensor, depth: torch.Tensor, patch: torch.Tensor,
+                    img_level: torch.Tensor, depth_level: torch.Tensor, patch_level: torch.Tensor,
+                    prev_logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """FSE stage ``stage`` on pyramid level ``level``: (img, depth, patch, mixed level, side logits)."""
+        img, depth, patch = self.fse[stage](
+            torch.cat([resize_like(img, img_level), img_level], dim=1),
+            torch.cat([resize_like(depth, depth_level), depth_level], dim=1),
+            torch.cat([resize_like(patch, patch_level), patch_level], dim=1),
+            prev_logits,
+        )
+        mix = self.level_mixers[level](torch.cat([resize_like(img, patch), resize_like(depth, patch), patch], 1))
+        return img, depth, patch, mix, self.heads[level + 1](mix)
+
+    def _shallow_features(self, image: torch.Tensor, depth3: torch.Tensor) -> torch.Tensor:
+        """Training path of the full-resolution detail features [B,E,H,W]."""
+        return self.shallow[1](upsample4_conv4(torch.cat([image, depth3], dim=1), self.shallow[0]))
+
+    def _refined_half(self, mix: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
+        half = (2 * mix.shape[-2], 2 * mix.shape[-1])
+        return self.refine_half(resize(mix, half) + resize(shallow, half))
+
+    def _main_logits(self, x: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
+        return self.heads[0](self.refine_full(resize(x, shallow.shape[-2:]) + shallow))
 
     def forward(self, image: torch.Tensor, depth3: torch.Tensor, img_feats: Pyramid, depth_feats: Pyramid,
                 patch_feats: Pyramid, release_inputs: bool = False) -> list[torch.Tensor]:
@@ -131,42 +156,35 @@ class SegmentationDecoder(nn.Module):
         sides = {5: self.heads[5](resize_like(img_feats[4], top) + resize_like(depth_feats[4], top) + top)}
         img, depth, patch = img_feats[4], depth_feats[4], patch_feats[4]
         mix = None
+        ckpt = self.grad_checkpointing
         for stage, level in enumerate((3, 2, 1, 0)):
-            img, depth, patch = self.fse[stage](
-                torch.cat([resize_like(img, img_feats[level]), img_feats[level]], dim=1),
-                torch.cat([resize_like(depth, depth_feats[level]), depth_feats[level]], dim=1),
-                torch.cat([resize_like(patch, patch_feats[level]), patch_feats[level]], dim=1),
-                sides[level + 2],
-            )
-            mix = self.level_mixers[level](torch.cat([resize_like(img, patch), resize_like(depth, patch), patch], 1))
-            sides[level + 1] = self.heads[level + 1](mix)
+            img, depth, patch, mix, sides[level + 1] = checkpointed(
+                ckpt, self._fuse_level, stage, level, img, depth, patch, img_feats[level], depth_feats[level],
+                patch_feats[level], sides[level + 2])
             if release_inputs:
                 for pyramid in (img_feats, depth_feats, patch_feats):
                     pyramid[level] = pyramid[level + 1] = None
         del img, depth, patch
 
         # Full-resolution detail path: 4x upsample + 4x4/4 conv, fused without materialising the 4x input.
-        lean = lean_inference()
-        if lean:
-            release_freed_memory()
+        lean = lean_inference(image)
+        if not lean:
+            shallow = checkpointed(ckpt, self._shallow_features, image, depth3)
+            x = checkpointed(ckpt, self._refined_half, mix, shallow)
+            main = checkpointed(ckpt, self._main_logits, x, shallow)
+            return [main] + [sides[i] for i in range(1, 6)]
+        release_freed_memory()
         shallow = upsample4_conv4(torch.cat([image, depth3], dim=1), self.shallow[0])
-        if not lean:
-            shallow = self.shallow[1](shallow)
-        else:
-            release_freed_memory()
-            shallow = conv_rows_inplace_(shallow, self.shallow[1], halo=1, strip_rows=64)
+        release_freed_memory()
+        shallow = conv_rows_inplace_(shallow, self.shallow[1], halo=1, strip_rows=64)
         half = (2 * mix.shape[-2], 2 * mix.shape[-1])
-        if not lean:
-            x = self.refine_half(resize(mix, half) + resize(shallow, half))
-            main = self.heads[0](self.refine_full(resize(x, (h, w)) + shallow))
-        else:
-            x = resize(mix, half).contiguous(memory_format=torch.channels_last)
-            for start in range(0, half[0], 128):  # x += resize(shallow, half), a strip at a time
-                stop = min(half[0], start + 128)
-                x[:, :, start:stop] += resize_rows(shallow, half, start, stop)
-            release_freed_memory()
-            x = conv_rows_inplace_(x, self.refine_half, halo=1)
-            main = self._full_res_head_in_strips(x, shallow)
+        x = resize(mix, half).contiguous(memory_format=torch.channels_last)
+        for start in range(0, half[0], 128):  # x += resize(shallow, half), a strip at a time
+            stop = min(half[0], start + 128)
+            x[:, :, start:stop] += resize_rows(shallow, half, start, stop)
+        release_freed_memory()
+        x = conv_rows_inplace_(x, self.refine_half, halo=1)
+        main = self._full_res_head_in_strips(x, shallow)
         if main.shape[-2:] != (h, w):
             raise RuntimeError(f"decoder produced {tuple(main.shape[-2:])} for a {h}x{w} input")
         return [main] + [sides[i] for i in range(1, 6)]
@@ -207,6 +225,7 @@ class DepthDecoder(nn.Module):
         self.refine_half = ConvNormAct(emb_dim, emb_dim)
         self.refine_full = ConvNormAct(emb_dim, emb_dim)
         self.heads = nn.ModuleList(nn.Conv2d(emb_dim, 1, 3, padding=1) for _ in range(5))
+        self.grad_checkpointing = False  # recompute the full-resolution tail in backward
 
     def merge_streams(self, img_feats: Pyramid, depth_feats: Pyramid, patch_feats: Pyramid) -> Pyramid:
         """Per level: patch features resized to the image level, then concatenated (v2026) or summed (v2025.03)."""
@@ -223,9 +242,13 @@ class DepthDecoder(nn.Module):
         d3 = self.blocks[1](torch.cat([resize_like(d4, l3), l3], dim=1))
         d2 = self.blocks[2](torch.cat([resize_like(d3, l2), l2], dim=1))
         d1 = self.blocks[3](torch.cat([resize_like(d2, l1), l1], dim=1))
+        full = checkpointed(self.grad_checkpointing, self._full_resolution, image, depth3, d1)
+        return [full, self.heads[1](d1), self.heads[2](d2), self.heads[3](d3), self.heads[4](d4)]
+
+    def _full_resolution(self, image: torch.Tensor, depth3: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
+        """The finest depth logits [B,1,H,W] from the L1 decoding d1 and the full-resolution shallow features."""
         shallow = self.shallow(torch.cat([image, depth3], dim=1) if self.concat_streams else image)
         x = d1 + resize_like(shallow, d1)
         x = self.refine_half(resize(x, (2 * x.shape[-2], 2 * x.shape[-1])))
         x = resize(x + resize_like(shallow, x), (2 * x.shape[-2], 2 * x.shape[-1]))
-        x = self.refine_full(x)
-        return [self.heads[0](x), self.heads[1](d1), self.heads[2](d2), self.heads[3](d3), self.heads[4](d4)]
+        return self.heads[0](self.refine_full(x))

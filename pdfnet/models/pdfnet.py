@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from .backbone import SWIN_SPECS, SwinEncoder, WindowAttention, relative_position_index
-from .blocks import ConvNormAct, lean_inference, release_freed_memory, resize, resize_like
+from .blocks import ConvNormAct, checkpointed, lean_inference, release_freed_memory, resize, resize_like
 from .decoder import DepthDecoder, Pyramid, SegmentationDecoder
 from .fusion import VARIANTS, CoA
+
+GRAD_CHECKPOINTING = ("none", "encoder", "all")
 
 
 def normalize_depth(depth: torch.Tensor) -> torch.Tensor:
@@ -69,6 +71,7 @@ class PDFNet(nn.Module):
         spec = SWIN_SPECS[backbone]
         self.variant, self.patch_grid, self.detach_patches = variant, patch_grid, detach_patches
         self.use_depth, self.use_patches = True, True  # ablation switches (see set_ablation)
+        self.grad_checkpointing = "none"
         self.backbone = SwinEncoder(spec, drop_path=drop_path)
         # Encoder stage i (C_i channels) -> emb_dim; then a global feature from all four stages.
         self.stage_mixers = nn.ModuleList(ConvNormAct(ch, emb_dim) for ch in spec.channels)
@@ -102,16 +105,29 @@ class PDFNet(nn.Module):
             if isinstance(module, CoA):
                 module.set_dropout(p)
 
-    def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        self.backbone.set_grad_checkpointing(enabled)
+    def set_grad_checkpointing(self, mode: str | bool = "encoder") -> None:
+        """Which activations backward recomputes instead of keeping: ``none``; ``encoder`` (every Swin block);
+        ``all`` (also the level mixers, each FSE stage and the full-resolution decoder and depth-head stages).
+        Gradients are unchanged (dropout masks are replayed); ``True``/``False`` mean encoder/none."""
+        mode = {True: "encoder", False: "none"}.get(mode, mode) if isinstance(mode, bool) else mode
+        if mode not in GRAD_CHECKPOINTING:
+            raise ValueError(f"grad_checkpointing must be one of {GRAD_CHECKPOINTING}, got {mode!r}")
+        self.grad_checkpointing = mode
+        self.backbone.set_grad_checkpointing(mode != "none")
+        self.decoder.grad_checkpointing = mode == "all"
+        if self.depth_decoder is not None:
+            self.depth_decoder.grad_checkpointing = mode == "all"
+
+    def _mix_levels(self, *stage_maps: torch.Tensor) -> Pyramid:
+        levels = [mixer(f) for mixer, f in zip(self.stage_mixers, stage_maps)]
+        top = levels[3]
+        glob = self.global_refine(self.global_mixer(torch.cat([resize_like(f, top) for f in levels], dim=1)))
+        return levels + [glob]
 
     def encode(self, x: torch.Tensor) -> Pyramid:
         """Shared encoder + channel mixers. x: [N,3,h,w] -> [L1 (h/4), L2 (h/8), L3 (h/16), L4 (h/32), global (h/32)],
         each with emb_dim channels."""
-        levels = [mixer(f) for mixer, f in zip(self.stage_mixers, self.backbone(x))]
-        top = levels[3]
-        glob = self.global_refine(self.global_mixer(torch.cat([resize_like(f, top) for f in levels], dim=1)))
-        return levels + [glob]
+        return checkpointed(self.grad_checkpointing == "all", self._mix_levels, *self.backbone(x))
 
     def patch_pyramid_sizes(self, h: int, w: int) -> list[tuple[int, int]]:
         """Spatial sizes of the merged patch pyramid [L1..L4, global] for an h x w input."""
@@ -124,7 +140,7 @@ class PDFNet(nn.Module):
 
     @staticmethod
     def _release_if_cpu_inference(image: torch.Tensor) -> None:
-        if lean_inference() and image.device.type == "cpu":
+        if lean_inference(image):
             release_freed_memory()
 
     def check_input(self, image: torch.Tensor, depth: torch.Tensor) -> None:
@@ -173,7 +189,7 @@ class PDFNet(nn.Module):
         if not return_depth:
             # Inference needs the pyramids only inside the decoder: let it free them level by level.
             return self.decoder(image, depth3, img_feats, depth_feats, patch_feats,
-                                release_inputs=lean_inference())
+                                release_inputs=lean_inference(image))
         seg_logits = self.decoder(image, depth3, img_feats, depth_feats, patch_feats)
         if self.depth_decoder is None:
             raise RuntimeError("return_depth=True needs the depth head (model.depth_head: true)")

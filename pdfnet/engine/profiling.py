@@ -1,0 +1,168 @@
+"""Measuring training: the time, peak memory and bytes saved for backward of real training steps (forward,
+PDFNetLoss, backward, AdamW step). Used by ``scripts/benchmark_training.py`` and ``scripts/gpu_selfcheck.py``."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..device import training_amp_dtype
+from ..losses import PDFNetLoss
+from ..models import build_model
+
+MIB = 2**20
+
+
+class SavedTensorMeter:
+    """Bytes autograd keeps for backward while active: every tensor packed by the graph, counted once per storage
+    (views and re-saved tensors share one); the model's parameters (and views of them) are not counted: they
+    exist anyway. ``by_module`` attributes the bytes to the top-level child running when they were saved
+    (``backbone``, ``decoder``, ...)."""
+
+    def __init__(self, model: torch.nn.Module | None = None) -> None:
+        self.storages: dict[tuple[torch.device, int], int] = {}
+        self._params = set()
+        if model is not None:
+            self._params = {(p.device, p.untyped_storage().data_ptr()) for p in model.parameters()}
+        self.by_module: dict[str, int] = {}
+        self._current = ["other"]
+        self._hooks = []
+        if model is not None:
+            for name, child in model.named_children():
+                self._hooks.append(child.register_forward_pre_hook(lambda *_, n=name: self._enter(n)))
+                self._hooks.append(child.register_forward_hook(lambda *_: self._leave()))
+
+    def _enter(self, name: str) -> None:
+        self._current.append(name)
+
+    def _leave(self) -> None:
+        self._current.pop()
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device.type != "meta":
+            storage = tensor.untyped_storage()
+            key = (tensor.device, storage.data_ptr())
+            if key not in self.storages and key not in self._params:
+                self.storages[key] = storage.nbytes()
+                self.by_module[self._current[-1]] = self.by_module.get(self._current[-1], 0) + storage.nbytes()
+        return tensor
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.storages.values())
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[SavedTensorMeter]:
+        with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
+            yield self
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
+def _read_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA's max-allocated counter, or on CPU the process's peak RSS (Linux ``clear_refs``)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak since :func:`reset_peak_memory`: CUDA max allocated, or CPU peak resident set size, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / MIB
+    return _read_status_kib("VmHWM") / 1024
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclasses.dataclass
+class TrainingStepResult:
+    step_s: float  # median seconds per step (after the warm-up)
+    peak_mib: float  # CUDA: max allocated during a step; CPU: peak RSS of the process during a step
+    saved_for_backward_mib: float
+    saved_by_module_mib: dict[str, float]
+    device: str
+    size: int
+    batch: int
+    amp: str
+    grad_checkpointing: str
+    steps: int
+    losses: list[float]
+
+
+def synthetic_batch(batch: int, size: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A deterministic DIS-like batch: a disc-and-bar mask, an image and depth correlated with it."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    mask = ((xx**2 + yy**2 < 0.3) | (xx.abs() < 0.02)).float()[None, None].expand(batch, 1, -1, -1).contiguous()
+    image = torch.randn(batch, 3, size, size, generator=g) * 0.5 + mask * 1.5
+    depth = (0.3 + 0.5 * mask + 0.05 * torch.rand(batch, 1, size, size, generator=g)).clamp(0, 1)
+    return {k: v.to(device) for k, v in {"image": image, "depth": depth, "mask": mask, "depth_target": depth}.items()}
+
+
+def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps: int = 3, warmup: int = 1,
+                           seed: int = 0) -> TrainingStepResult:
+    """Build ``cfg.model`` (random init), then run ``warmup + steps`` real training steps on one synthetic batch of
+    ``cfg.data.size``² under ``cfg.train.amp``; the bytes saved for backward are counted on the first step."""
+    torch.manual_seed(seed)
+    model = build_model(cfg.model).to(device).train()
+    want_depth = model.has_depth_head and cfg.loss.depth_weight > 0
+    loss_fn = PDFNetLoss(cfg.loss).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    amp_dtype = training_amp_dtype(device, cfg.train.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    data = synthetic_batch(batch, cfg.data.size, device, seed)
+
+    def step(meter: SavedTensorMeter | None) -> float:
+        context = meter.active() if meter is not None else contextlib.nullcontext()
+        autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+        with context:
+            with autocast:
+                out = model(data["image"], data["depth"], return_depth=want_depth)
+            seg, dep = out if want_depth else (out, None)
+            total, _ = loss_fn(seg, data["mask"], data["depth_target"], dep)
+        del out, seg, dep
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return float(total.detach())
+
+    meter = SavedTensorMeter(model)
+    times, peaks, losses = [], [], []
+    for i in range(warmup + steps):
+        synchronize(device)
+        reset_peak_memory(device)
+        started = time.perf_counter()
+        losses.append(step(meter if i == 0 else None))
+        synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - started)
+            peaks.append(peak_memory_mib(device))
+    meter.close()
+    return TrainingStepResult(
+        step_s=statistics.median(times), peak_mib=max(peaks), saved_for_backward_mib=meter.total_bytes / MIB,
+        saved_by_module_mib={k: v / MIB for k, v in sorted(meter.by_module.items())}, device=str(device),
+        size=cfg.data.size, batch=batch, amp=cfg.train.amp, grad_checkpointing=cfg.model.grad_checkpointing,
+        steps=steps, losses=losses)

@@ -1,0 +1,226 @@
+"""CUDA-only behaviour, tested on CPU by simulating what differs: device per LOCAL_RANK and the order of set_device and
+init_process_group, native-bf16 detection, backend switches, per-device RNG state, CPU-only inference tricks kept off
+other devices, pretrained-backbone reports, the memory-lean norm and gradient checkpointing."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from pdfnet import device as devices
+from pdfnet.depth.anything import depth_autocast_dtype
+from pdfnet.engine import distributed
+from pdfnet.engine.rng import capture_rng, restore_rng
+from pdfnet.models import PDFNet
+from pdfnet.models import decoder as decoder_module
+from pdfnet.models import pdfnet as pdfnet_module
+from pdfnet.models.backbone import SWIN_SPECS, SwinEncoder, load_pretrained_backbone
+from pdfnet.models.blocks import ConvNormAct, RMSNorm, lean_inference
+
+
+@pytest.fixture()
+def fake_gpus(monkeypatch):
+    """Two visible 'GPUs': CUDA calls that would need a driver are recorded instead."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", torch.device(d))))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group",
+                        lambda backend, **kw: calls.append(("init_process_group", backend, kw.get("device_id"))))
+    return calls
+
+
+def _torchrun_env(monkeypatch, rank: int, local_rank: int, world: int = 2) -> None:
+    for name, value in (("WORLD_SIZE", world), ("RANK", rank), ("LOCAL_RANK", local_rank)):
+        monkeypatch.setenv(name, str(value))
+
+
+def test_each_rank_sets_its_own_gpu_then_joins_with_that_indexed_device(fake_gpus, monkeypatch):
+    _torchrun_env(monkeypatch, rank=1, local_rank=1)
+    ctx, device = distributed.init_distributed("cuda")
+    assert (ctx.rank, ctx.world_size, ctx.local_rank) == (1, 2, 1) and device == torch.device("cuda", 1)
+    assert fake_gpus == [("set_device", torch.device("cuda", 1)),
+                         ("init_process_group", "nccl", torch.device("cuda", 1))]
+    fake_gpus.clear()
+    _torchrun_env(monkeypatch, rank=3, local_rank=0, world=4)  # second node: RANK != LOCAL_RANK
+    ctx, device = distributed.init_distributed("auto")
+    assert ctx.rank == 3 and device == torch.device("cuda", 0) and fake_gpus[0] == ("set_device", device)
+
+
+def test_launch_mistakes_on_gpus_are_refused_with_the_way_out(fake_gpus, monkeypatch):
+    _torchrun_env(monkeypatch, rank=1, local_rank=1)
+    with pytest.raises(distributed.DistributedSetupError, match="use 'cuda'"):
+        distributed.init_distributed("cuda:0")
+    _torchrun_env(monkeypatch, rank=2, local_rank=2, world=3)
+    with pytest.raises(distributed.DistributedSetupError, match="--nproc_per_node 2"):
+        distributed.init_distributed("cuda")
+    assert fake_gpus == []  # nothing was joined
+
+
+def test_cpu_processes_join_with_gloo_and_a_single_process_joins_nothing(fake_gpus, monkeypatch):
+    _torchrun_env(monkeypatch, rank=1, local_rank=1)
+    _, device = distributed.init_distributed("cpu")
+    assert device == torch.device("cpu") and fake_gpus == [("init_process_group", "gloo", None)]
+    fake_gpus.clear()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    ctx, device = distributed.init_distributed("cuda")
+    assert not ctx.enabled and device == torch.device("cuda", 0) and fake_gpus == []
+
+
+def test_emulated_bf16_falls_back_to_fp16_everywhere(monkeypatch):
+    # A V100/T4: bf16 "supported" only by emulation.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    gpu = torch.device("cuda", 0)
+    assert not devices.native_bf16(gpu)
+    assert devices.half_dtype(gpu) == torch.float16  # predict/evaluate --half
+    assert devices.training_amp_dtype(gpu, "bf16") == torch.float16  # train.amp: bf16
+    assert depth_autocast_dtype(gpu, half=True) == torch.float16  # Depth Anything
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere+
+    assert devices.half_dtype(gpu) == torch.bfloat16 and devices.training_amp_dtype(gpu, "bf16") == torch.bfloat16
+    assert devices.training_amp_dtype(gpu, "none") is None and depth_autocast_dtype(gpu, half=False) is None
+
+
+def test_cuda_backend_switches_apply_to_cuda_only():
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
+             torch.backends.cudnn.conv.fp32_precision)
+    try:
+        torch.backends.cudnn.benchmark = False
+        devices.configure_cuda_backends(torch.device("cpu"), tf32=True)
+        assert torch.backends.cudnn.benchmark is False
+        devices.configure_cuda_backends(torch.device("cuda", 0), tf32=True)
+        assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "tf32"
+        devices.configure_cuda_backends(torch.device("cuda", 0), tf32=False)
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    finally:
+        torch.backends.cudnn.benchmark = saved[0]
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved[1:]
+
+
+def test_rng_state_is_saved_and_restored_for_this_ranks_gpu_only(monkeypatch):
+    states = {i: torch.full((8,), i, dtype=torch.uint8) for i in range(4)}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states[torch.device(device).index])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state[0].item(),
+                                                                                            torch.device(device))))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("every GPU's state was read"))
+    saved = capture_rng(torch.device("cuda", 3))  # rank 3 of a 4-GPU run
+    assert torch.equal(saved["cuda"], states[3])
+    restore_rng(saved, torch.device("cuda", 0))  # resumed on a 1-GPU machine: no IndexError
+    assert restored == [(3, torch.device("cuda", 0))]
+    restored.clear()
+    old_format = dict(saved, cuda=[states[0], states[1]])  # older checkpoints: one state per visible GPU
+    restore_rng(old_format, torch.device("cuda", 5))
+    assert restored == [(1, torch.device("cuda", 5))]
+    restore_rng(saved, torch.device("cpu"))  # a CPU resume of a GPU checkpoint ignores the CUDA state
+    assert len(restored) == 1 and "cuda" not in capture_rng(torch.device("cpu"))
+
+
+def test_cpu_memory_tricks_stay_off_other_devices(monkeypatch):
+    """The strip loops, heap trimming and one-hot logit head are CPU inference tricks: on another device (here
+    'meta', which runs the forward without data) the plain decoder path runs."""
+    calls = {"trim": 0, "onehot": 0}
+    real_onehot = decoder_module.conv3x3_to_few
+
+    def count(name, fn=None):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs) if fn else None
+        return wrapped
+
+    for module in (decoder_module, pdfnet_module):
+        monkeypatch.setattr(module, "release_freed_memory", count("trim"))
+    monkeypatch.setattr(decoder_module, "conv3x3_to_few", count("onehot", real_onehot))
+    with torch.device("meta"):
+        meta_model = PDFNet("swin_tiny_test", 16, depth_head=False).eval()
+    meta_model.reset_derived_buffers()
+    with torch.no_grad():
+        out = meta_model(torch.empty(1, 3, 128, 128, device="meta"), torch.empty(1, 1, 128, 128, device="meta"))
+    assert out[0].shape == (1, 1, 128, 128) and calls == {"trim": 0, "onehot": 0}
+    with torch.no_grad():
+        assert not lean_inference(torch.empty(1, device="meta")) and lean_inference(torch.empty(1))
+    cpu_model = PDFNet("swin_tiny_test", 16, depth_head=False).eval()
+    with torch.no_grad():
+        cpu_model(torch.randn(1, 3, 128, 128), torch.rand(1, 1, 128, 128))
+    assert calls["trim"] > 0 and calls["onehot"] == 1
+
+
+def _encoder_file(tmp_path, window: int, drop: tuple[str, ...] = ()) -> str:
+    from dataclasses import replace
+
+    spec = replace(SWIN_SPECS["swin_tiny_test"], window_size=window)
+    sd = {k: v for k, v in SwinEncoder(spec).state_dict().items() if k not in drop and k != "absolute_pos_embed"}
+    path = tmp_path / f"swin_w{window}.pth"
+    torch.save(sd, path)
+    return str(path)
+
+
+def test_pretrained_backbone_reports_what_stays_random(tmp_path):
+    target = SwinEncoder(SWIN_SPECS["swin_tiny_test"])  # window 12
+    with pytest.raises(RuntimeError, match=r"relative_position_bias_table.*shape \[169, 1\] in the file, \[529, 1\]"):
+        load_pretrained_backbone(target, _encoder_file(tmp_path, window=7))
+    partial = _encoder_file(tmp_path, window=12, drop=("layers.2.blocks.1.mlp.fc1.weight",))
+    with pytest.warns(UserWarning, match=r"1 encoder tensor.*layers\.2\.blocks\.1\.mlp\.fc1\.weight"):
+        left = load_pretrained_backbone(target, partial)
+    assert left == ["absolute_pos_embed", "layers.2.blocks.1.mlp.fc1.weight"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the expected absentees (ape table) are not warned about
+        assert load_pretrained_backbone(target, _encoder_file(tmp_path, window=12)) == ["absolute_pos_embed"]
+
+
+def test_model_buffers_are_derived_so_ddp_need_not_broadcast_them():
+    model = PDFNet("swin_tiny_test", 16)
+    names = [n for n, _ in model.named_buffers()]
+    assert names and all(n.endswith("attn.relative_position_index") for n in names)
+    assert not any(n.endswith("relative_position_index") for n in model.state_dict())  # non-persistent
+
+
+def test_norms_keep_the_autocast_dtype_and_the_lean_backward_is_exact():
+    conv = ConvNormAct(8, 8)
+    x = torch.randn(2, 8, 16, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(x).dtype == torch.bfloat16
+        assert RMSNorm(8, channels_first=False)(torch.randn(2, 5, 8, dtype=torch.bfloat16,
+                                                            requires_grad=True)).dtype == torch.bfloat16
+    # float32: the forward is the plain autograd expression bit for bit; the backward agrees to rounding.
+    norm = conv[1]
+    y = conv[0](x)
+    x32 = y.float()
+    plain = torch.nn.functional.silu(norm.weight[:, None, None] * (x32 * torch.rsqrt(
+        x32.pow(2).mean(dim=1, keepdim=True) + norm.eps)))
+    lean = conv(x)
+    assert torch.equal(plain, lean)
+    g = torch.randn_like(plain)
+    ga = torch.autograd.grad(plain, [x, norm.weight, conv[0].weight], g)
+    gb = torch.autograd.grad(lean, [x, norm.weight, conv[0].weight], g)
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)
+    x64 = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    w64 = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    from pdfnet.models.blocks import rms_norm_train
+
+    assert torch.autograd.gradcheck(lambda a, b: rms_norm_train(a, b, 1, 1e-6, silu=True), (x64, w64))
+
+
+@pytest.mark.parametrize("mode", ["encoder", "all"])
+def test_gradient_checkpointing_leaves_gradients_unchanged(mode):
+    image, depth = torch.randn(2, 3, 128, 128), torch.rand(2, 1, 128, 128)
+
+    def grads(checkpointing: str) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = PDFNet("swin_tiny_test", 16, drop_path=0.1).train()  # dropout and drop-path on: masks replayed
+        model.set_grad_checkpointing(checkpointing)
+        torch.manual_seed(1)
+        seg, dep = model(image, depth, return_depth=True)
+        (sum(o.float().mean() for o in seg) + sum(o.float().mean() for o in dep)).backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    reference, checkpointed = grads("none"), grads(mode)
+    assert reference.keys() == checkpointed.keys()
+    for name, grad in reference.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-7, msg=name)
