@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", choices=("plain", "md"), default="plain",
                    help="md: markdown with the paper's reported PDFNet numbers beside ours")
     p.add_argument("--no_hce", action="store_true", help="skip HCE (the slowest metric)")
-    p.add_argument("--hce_cache", type=Path, default=Path.home() / ".cache" / "pdfnet" / "hce_skeletons",
+    # A str, not a Path: Path("") is the current folder (and truthy), so '' would have cached into it.
+    p.add_argument("--hce_cache", default=str(Path.home() / ".cache" / "pdfnet" / "hce_skeletons"),
                    help="GT skeleton cache, keyed by mask content ('' to disable)")
     p.add_argument("--workers", type=int, default=1, help="processes for the metrics (--pred_dir)")
     args = p.parse_args(argv)
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def new_evaluator(args: argparse.Namespace, workers: int = 1) -> Evaluator:
     """An Evaluator with the command line's HCE settings."""
-    return Evaluator(hce=not args.no_hce, skeleton_cache=str(args.hce_cache) if args.hce_cache else None,
+    return Evaluator(hce=not args.no_hce, skeleton_cache=args.hce_cache or None,
                      workers=workers)
 
 

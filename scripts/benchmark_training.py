@@ -63,12 +63,15 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    base = results[0]
+    base = next(r for r in results if "failed" not in r)
     print(f"training step, {base['device']} ({base['device_name']}, {base['threads']} threads), "
           f"{base['size']}² batch {base['batch']}, amp {base['amp']}")
     print(f"{'checkpointing':<14}{'step s':>9}{'peak MiB':>11}{'saved MiB':>11}{'saved x':>9}{'peak x':>8}  "
           "saved by module (MiB)")
     for r in results:
+        if "failed" in r:
+            print(f"{r['grad_checkpointing']:<14}{'failed: ' + r['failed']:>30}")
+            continue
         parts = ", ".join(f"{k} {v:.0f}" for k, v in r["saved_by_module_mib"].items())
         saved, peak = r["saved_for_backward_mib"], r["peak_mib"]
         print(f"{r['grad_checkpointing']:<14}{r['step_s']:>9.2f}{peak:>11.0f}{saved:>11.0f}"
@@ -91,16 +94,22 @@ def main(argv: list[str] | None = None) -> int:
                    "--json", "/dev/stdout"]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
-                print(f"error: mode {mode} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-                return 1
+                # -9 is almost always the kernel's OOM killer: the mode does not fit this machine's memory.
+                why = "killed (out of memory?)" if done.returncode == -9 else f"exit {done.returncode}"
+                print(f"mode {mode} failed: {why}\n{done.stderr[-2000:]}", file=sys.stderr)
+                results.append({"grad_checkpointing": mode, "failed": why})
+                continue
             results.append(_last_json(done.stdout)[0])
+    if not any("failed" not in r for r in results):
+        print("error: no mode ran", file=sys.stderr)
+        return 1
     if args.json is not None and str(args.json) == "/dev/stdout":
         print(json.dumps(results))
         return 0
     print_table(results)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return 1 if any("failed" in r for r in results) else 0
 
 
 def _last_json(text: str) -> list[dict]:

@@ -160,3 +160,11 @@ def test_checkpoint_mode_batched_and_tiled(tiny_checkpoint, tmp_path):
         metrics[tag] = json.loads(out.read_text())["metrics"]
     assert metrics["batch"] == pytest.approx(metrics["one"], abs=2e-3)
     assert metrics["tile"] == metrics["one"]
+
+
+def test_an_empty_hce_cache_disables_the_cache():
+    """'' used to become Path('') = the current folder, which filled the repository root with skeleton files."""
+    args = evaluate.parse_args(["--pred_dir", "p", "--gt_dir", "g", "--hce_cache", ""])
+    assert evaluate.new_evaluator(args).cache is None
+    default = evaluate.new_evaluator(evaluate.parse_args(["--pred_dir", "p", "--gt_dir", "g"]))
+    assert default.cache is not None

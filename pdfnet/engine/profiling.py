@@ -122,11 +122,13 @@ def synthetic_batch(batch: int, size: int, device: torch.device, seed: int = 0) 
 
 
 def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps: int = 3, warmup: int = 1,
-                           seed: int = 0) -> TrainingStepResult:
+                           seed: int = 0, compile_backend: str = "inductor") -> TrainingStepResult:
     """Build ``cfg.model`` (random init), then run ``warmup + steps`` real training steps on one synthetic batch of
-    ``cfg.data.size``² under ``cfg.train.amp``; the bytes saved for backward are counted on the first step."""
+    ``cfg.data.size``² under ``cfg.train.amp`` (and ``torch.compile`` when ``cfg.train.compile``); the bytes saved
+    for backward are counted on the first step."""
     torch.manual_seed(seed)
     model = build_model(cfg.model).to(device).train()
+    forward = torch.compile(model, backend=compile_backend) if cfg.train.compile else model
     want_depth = model.has_depth_head and cfg.loss.depth_weight > 0
     loss_fn = PDFNetLoss(cfg.loss).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -139,7 +141,7 @@ def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps:
         autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
         with context:
             with autocast:
-                out = model(data["image"], data["depth"], return_depth=want_depth)
+                out = forward(data["image"], data["depth"], return_depth=want_depth)
             seg, dep = out if want_depth else (out, None)
             total, _ = loss_fn(seg, data["mask"], data["depth_target"], dep)
         del out, seg, dep

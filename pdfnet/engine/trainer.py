@@ -359,7 +359,7 @@ class Trainer:
             group = []
             self.scheduler.step()
             state.step += 1
-            if state.step % t.log_every_steps == 0 and window_n:
+            if state.step % t.log_every_steps == 0 and window_n and self.ctx.is_main:
                 means = (window / window_n).tolist()
                 lr = self.scheduler.get_last_lr()[0]
                 self._log_scalars("train", {f"loss_{k}" if k != "total" else "loss": v

@@ -1,0 +1,391 @@
+#!/usr/bin/env python
+"""Everything a GPU must prove, in one command: correctness, precision, speed, memory, compile, DDP, depth.
+
+  python scripts/gpu_selfcheck.py                          # the paper's model at 1024² on the first GPU (~5-8 min)
+  python scripts/gpu_selfcheck.py --device cpu --quick     # the same sections, tiny model on CPU (what CI runs)
+
+Writes <out>/gpu_selfcheck.json and <out>/gpu_selfcheck.md (a markdown table for the README) and exits 1 when any
+check fails. Sections:
+  environment    torch, CUDA, GPU name, native bf16
+  parity         official reference logits (../shared/reference) on this device in float32, TF32 off (must be
+                 <= 1e-3) and TF32 on (reported)
+  bf16           bf16 autocast inference vs float32 at the model size: max |Δprob|, mask IoU at 0.5
+  inference      latency (s/image) and peak memory, batch 1 and 8
+  training       step time and peak memory, batch 1 and 2, bf16, each grad_checkpointing mode
+  compile        torch.compile on/off for inference and a training step: compile time and speed-up, or the error
+  overfit        30 training steps on one batch: the loss must fall by >= 50 %
+  ddp            a DDP training step over all visible GPUs with torchrun (one process and an nccl group of one
+                 when there is one GPU); the replicas must stay identical
+  depth          scripts/prepare_depth.py's estimator on this device with a tiny random Depth Anything model
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from pdfnet.config import load_config  # noqa: E402
+from pdfnet.device import configure_cuda_backends, native_bf16, resolve_device  # noqa: E402
+from pdfnet.engine.profiling import (  # noqa: E402
+    measure_training_steps,
+    peak_memory_mib,
+    reset_peak_memory,
+    synchronize,
+    synthetic_batch,
+)
+from pdfnet.models import build_model  # noqa: E402
+
+REFERENCE = REPO.parent / "shared" / "reference"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
+    p.add_argument("--quick", action="store_true", help="tiny model, small sizes (a CPU smoke test of this script)")
+    p.add_argument("--out", type=Path, default=Path("."), help="folder for gpu_selfcheck.json / .md")
+    p.add_argument("--sections", nargs="+", default=None, help="run only these sections")
+    p.add_argument("--compile_backend", default="inductor", help="torch.compile backend of the compile section")
+    p.add_argument("--ddp_probe", type=Path, default=None, help=argparse.SUPPRESS)  # internal: one DDP rank
+    return p.parse_args(argv)
+
+
+class Checks:
+    """Collects each section's figures and pass/fail verdicts."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, dict] = {}
+        self.failed: list[str] = []
+
+    def run(self, name: str, fn, *args) -> None:
+        started = time.perf_counter()
+        try:
+            self.results[name] = fn(*args)
+        except Exception as err:  # a crashed section is a failed check, with its traceback kept
+            self.results[name] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+            self.failed.append(f"{name}: crashed ({type(err).__name__}: {err})")
+        self.results[name]["seconds"] = round(time.perf_counter() - started, 1)
+        print(f"[{name}] {json.dumps({k: v for k, v in self.results[name].items() if k != 'traceback'})}",
+              flush=True)
+
+    def expect(self, ok: bool, what: str) -> bool:
+        if not ok:
+            self.failed.append(what)
+        return ok
+
+
+def model_config(quick: bool, size: int | None = None, **overrides: str):
+    base = ["model.backbone=swin_tiny_test", "model.emb_dim=16"] if quick else []
+    size = size or (256 if quick else 1024)
+    return load_config(None, [*base, f"data.size={size}", *[f"{k}={v}" for k, v in overrides.items()]])
+
+
+def environment(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(device),
+            "native_bf16": native_bf16(device), "date": time.strftime("%Y-%m-%d")}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, capability=f"{props.major}.{props.minor}",
+                    memory_gib=round(props.total_memory / 2**30, 1), visible_gpus=torch.cuda.device_count())
+    return info
+
+
+def parity(device: torch.device, quick: bool, checks: Checks) -> dict:
+    import numpy as np
+
+    from pdfnet.models.official import load_official
+
+    out: dict = {}
+    # --quick: the released checkpoint's version only (each check builds the paper-size model).
+    for version_dir in ("official_v1",) if quick else ("official_v1", "official"):
+        root = REFERENCE / version_dir
+        if not (root / "manifest.json").is_file():
+            out[version_dir] = "skipped: ../shared/reference absent"
+            continue
+        sys.path.insert(0, str(REFERENCE))
+        import official_weights  # type: ignore[import-not-found]
+
+        manifest = json.loads((root / "manifest.json").read_text())
+        model = load_official(official_weights.make_state_dict(manifest)).to(device).eval()
+        case = root / "inf256_b1"
+        image = torch.from_numpy(np.load(case / "in_img.npy")).to(device)
+        depth = torch.from_numpy(np.load(case / "in_depth.npy")).to(device)
+        expected = np.load(case / "out_logits.npy")
+        for tf32 in ((False, True) if device.type == "cuda" else (False,)):  # TF32 exists on CUDA only
+            configure_cuda_backends(device, tf32=tf32)
+            with torch.no_grad():
+                logits = model(image, depth)[0].float().cpu().numpy()
+            diff = float(np.abs(logits - expected).max())
+            out[f"{version_dir}_{'tf32' if tf32 else 'fp32'}_max_abs_logit_diff"] = diff
+            if not tf32:
+                checks.expect(diff <= 1e-3, f"parity {version_dir}: max |Δlogit| {diff:.2e} > 1e-3 (float32)")
+        configure_cuda_backends(device, tf32=False)
+        del model
+    return out
+
+
+def _model(quick: bool, device: torch.device, size: int | None = None):
+    torch.manual_seed(0)
+    cfg = model_config(quick, size, **{"model.depth_head": "false"})
+    return build_model(cfg.model).to(device).eval(), cfg.data.size
+
+
+def bf16_agreement(device: torch.device, quick: bool) -> dict:
+    model, size = _model(quick, device)
+    batch = synthetic_batch(1, size, device)
+    with torch.no_grad():
+        p32 = model(batch["image"], batch["depth"])[0].float().sigmoid()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            p16 = model(batch["image"], batch["depth"])[0].float().sigmoid()
+    a, b = p32 > 0.5, p16 > 0.5
+    union = int((a | b).sum())
+    return {"size": size, "max_abs_prob_diff": float((p32 - p16).abs().max()),
+            "mask_iou_at_0.5": float((a & b).sum()) / union if union else 1.0}
+
+
+def _time(fn, device: torch.device, repeats: int) -> tuple[float, float]:
+    fn()  # warm-up (cuDNN autotuning, allocator)
+    times = []
+    reset_peak_memory(device)
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), peak_memory_mib(device)
+
+
+def inference(device: torch.device, quick: bool) -> dict:
+    model, size = _model(quick, device)
+    out = {"size": size}
+    for batch_size in ((1, 2) if quick else (1, 8)):
+        batch = synthetic_batch(batch_size, size, device)
+        for half in (False, True):
+            context = torch.autocast(device.type, dtype=torch.bfloat16) if half else contextlib.nullcontext()
+
+            def run(batch=batch, context=context):
+                with torch.no_grad(), context:
+                    model(batch["image"], batch["depth"])
+
+            seconds, peak = _time(run, device, 2 if quick else 5)
+            key = f"batch{batch_size}_{'bf16' if half else 'fp32'}"
+            out[f"{key}_s_per_image"] = round(seconds / batch_size, 4)
+            out[f"{key}_peak_mib"] = round(peak)
+    return out
+
+
+def training(device: torch.device, quick: bool) -> dict:
+    out = {}
+    for batch in (1, 2):
+        for mode in ("none", "encoder", "all"):
+            cfg = model_config(quick, 128 if quick else 1024, **{"model.grad_checkpointing": mode,
+                                                                   "train.amp": "bf16"})
+            try:
+                r = measure_training_steps(cfg, device, batch, steps=2 if quick else 3)
+                out[f"batch{batch}_{mode}"] = {"step_s": round(r.step_s, 3), "peak_mib": round(r.peak_mib),
+                                               "saved_for_backward_mib": round(r.saved_for_backward_mib)}
+            except torch.OutOfMemoryError:
+                out[f"batch{batch}_{mode}"] = "out of memory"
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return out
+
+
+def compile_check(device: torch.device, quick: bool, backend: str) -> dict:
+    out = {"backend": backend}
+    model, size = _model(quick, device)
+    batch = synthetic_batch(1, size, device)
+
+    def infer(m):
+        with torch.no_grad():
+            m(batch["image"], batch["depth"])
+
+    eager_s, _ = _time(lambda: infer(model), device, 2)
+    try:
+        compiled = torch.compile(model, backend=backend)
+        started = time.perf_counter()
+        infer(compiled)
+        synchronize(device)
+        out["inference_compile_s"] = round(time.perf_counter() - started, 1)
+        compiled_s, _ = _time(lambda: infer(compiled), device, 2)
+        out["inference_speedup"] = round(eager_s / compiled_s, 2)
+    except Exception as err:
+        out["inference_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+    if quick:
+        # Tracing the whole training step takes minutes on 2 CPU cores; the GPU run measures it.
+        out["train"] = "not run with --quick"
+        return out
+    cfg = model_config(quick, 512, **{"train.amp": "bf16", "train.compile": "true"})
+    try:
+        eager = measure_training_steps(model_config(quick, 512, **{"train.amp": "bf16"}),
+                                       device, 1, steps=2)
+        started = time.perf_counter()
+        compiled = measure_training_steps(cfg, device, 1, steps=2, compile_backend=backend)
+        out["train_step_total_s"] = round(time.perf_counter() - started, 1)
+        out["train_speedup"] = round(eager.step_s / compiled.step_s, 2)
+    except Exception as err:
+        out["train_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+    return out
+
+
+def overfit(device: torch.device, quick: bool, checks: Checks) -> dict:
+    cfg = model_config(quick, 128 if quick else 512, **{"optim.lr": "3e-3" if quick else "1e-4",
+                                                        "train.amp": "bf16", "model.drop_path": "0.0",
+                                                        "model.fusion_dropout": "0.0"})
+    r = measure_training_steps(cfg, device, 2, steps=29, warmup=1)
+    first, last = r.losses[0], min(r.losses[-3:])
+    checks.expect(last <= 0.5 * first, f"overfit: loss {first:.4f} -> {last:.4f} fell by less than 50 %")
+    return {"size": cfg.data.size, "loss_first": round(first, 4), "loss_last": round(last, 4),
+            "fell_by": round(1 - last / first, 3)}
+
+
+def ddp(device: torch.device, quick: bool, checks: Checks, out_dir: Path) -> dict:
+    world = torch.cuda.device_count() if device.type == "cuda" else 1
+    report = out_dir / "ddp_probe.json"
+    report.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world), __file__,
+           "--device", "cuda" if device.type == "cuda" else "cpu", "--ddp_probe", str(report)]
+    if quick:
+        cmd.append("--quick")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    ok = checks.expect(done.returncode == 0 and report.is_file(), f"ddp: torchrun exited {done.returncode}")
+    result = json.loads(report.read_text()) if report.is_file() else {"stderr": done.stderr[-2000:]}
+    if ok:
+        checks.expect(result["replicas_identical"], "ddp: replicas differ after the step")
+    return {"processes": world, **result}
+
+
+def ddp_probe(args: argparse.Namespace) -> int:
+    """One torchrun rank: a DDP training step of the tiny/paper model; rank 0 reports."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from pdfnet.engine.distributed import init_distributed
+    from pdfnet.losses import PDFNetLoss
+
+    ctx, device = init_distributed(args.device)
+    if not ctx.enabled:  # one GPU: still exercise an nccl (or gloo) group, of one process
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1,
+                                device_id=device if device.type == "cuda" else None)
+    cfg = model_config(args.quick, 128 if args.quick else 512)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(device).train()
+    ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        broadcast_buffers=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = synthetic_batch(1, cfg.data.size, device, seed=dist.get_rank())
+    started = time.perf_counter()
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        seg, dep = ddp_model(batch["image"], batch["depth"], return_depth=True)
+    total, _ = PDFNetLoss(cfg.loss).to(device)(seg, batch["mask"], batch["depth_target"], dep)
+    total.backward()
+    optimizer.step()
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, flat)
+    identical = all(torch.equal(gathered[0], g) for g in gathered)
+    if dist.get_rank() == 0:
+        args.ddp_probe.write_text(json.dumps({"backend": dist.get_backend(), "world_size": dist.get_world_size(),
+                                              "replicas_identical": identical, "step_s": round(seconds, 3)}))
+    dist.destroy_process_group()
+    return 0
+
+
+def depth(device: torch.device, checks: Checks) -> dict:
+    import numpy as np
+    import transformers
+
+    from pdfnet.depth.anything import DepthEstimator
+
+    backbone = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                                         intermediate_size=64, image_size=518, patch_size=14,
+                                         out_features=["stage1", "stage2", "stage3", "stage4"],
+                                         reshape_hidden_states=False)
+    cfg = transformers.DepthAnythingConfig(backbone_config=backbone, fusion_hidden_size=16, head_hidden_size=8,
+                                           neck_hidden_sizes=[8, 16, 32, 32], reassemble_hidden_size=32)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(0)
+        transformers.DepthAnythingForDepthEstimation(cfg).save_pretrained(folder)
+        estimator = DepthEstimator(folder, device=device)
+        images = [np.random.default_rng(i).integers(0, 255, (300, 400, 3), dtype=np.uint8) for i in range(3)]
+        started = time.perf_counter()
+        maps = estimator(images)
+        seconds = time.perf_counter() - started
+    ok = all(m.shape == (300, 400) and np.isfinite(m).all() and 0 <= m.min() and m.max() <= 1 for m in maps)
+    checks.expect(ok, "depth: maps of the wrong size or outside [0, 1]")
+    return {"maps_ok": ok, "autocast": str(estimator.autocast_dtype), "seconds": round(seconds, 2)}
+
+
+def markdown(results: dict, failed: list[str]) -> str:
+    env = results.get("environment", {})
+    lines = [f"GPU self-check, {env.get('date')}: {env.get('gpu', env.get('device'))}, torch {env.get('torch')}, "
+             f"CUDA {env.get('cuda')}, native bf16 {env.get('native_bf16')}", "",
+             "| section | figure | value |", "| --- | --- | --- |"]
+    for section, values in results.items():
+        if section == "environment":
+            continue
+        for key, value in values.items():
+            if key in ("traceback",):
+                continue
+            shown = json.dumps(value) if isinstance(value, dict) else value
+            lines.append(f"| {section} | {key} | {shown} |")
+    lines += ["", "All checks passed." if not failed else "FAILED: " + "; ".join(failed)]
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = ("environment", "parity", "bf16", "inference", "training", "compile", "overfit", "ddp", "depth")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.ddp_probe is not None:
+        return ddp_probe(args)
+    device = resolve_device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    wanted = args.sections or SECTIONS
+    unknown = sorted(set(wanted) - set(SECTIONS))
+    if unknown:
+        print(f"error: unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    checks = Checks()
+    jobs = {"environment": (environment, device), "parity": (parity, device, args.quick, checks),
+            "bf16": (bf16_agreement, device, args.quick), "inference": (inference, device, args.quick),
+            "training": (training, device, args.quick),
+            "compile": (compile_check, device, args.quick, args.compile_backend),
+            "overfit": (overfit, device, args.quick, checks), "ddp": (ddp, device, args.quick, checks, args.out),
+            "depth": (depth, device, checks)}
+    for name in SECTIONS:
+        if name in wanted:
+            fn, *fn_args = jobs[name]
+            checks.run(name, fn, *fn_args)
+    (args.out / "gpu_selfcheck.json").write_text(json.dumps({"results": checks.results, "failed": checks.failed},
+                                                            indent=2))
+    table = markdown(checks.results, checks.failed)
+    (args.out / "gpu_selfcheck.md").write_text(table)
+    print(table)
+    return 1 if checks.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
