@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LossConfig
+from .models.blocks import checkpointed
 
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -133,13 +134,30 @@ def _to_size(logits: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 class PDFNetLoss(nn.Module):
     """Deep-supervised total loss. Returns (total, parts) where parts holds the detached terms ``seg``, ``main``
-    (the main output's segmentation loss), ``integrity`` and ``depth`` (0 without a depth head), unweighted."""
+    (the main output's segmentation loss), ``integrity`` and ``depth`` (0 without a depth head), unweighted.
 
-    def __init__(self, cfg: LossConfig | None = None) -> None:
+    ``recompute=True`` (``model.grad_checkpointing: all``) recomputes each output's terms in backward instead of
+    keeping their full-resolution intermediates (about 1.5 GiB at 1024², batch 2); the values are unchanged."""
+
+    def __init__(self, cfg: LossConfig | None = None, recompute: bool = False) -> None:
         super().__init__()
         self.cfg = cfg or LossConfig()
+        self.recompute = recompute
         self.ssim = SSIMLoss()
         self.integrity = IntegrityPriorLoss()
+
+    def _output_terms(self, logits: torch.Tensor, mask: torch.Tensor, depth_target: torch.Tensor,
+                      pixel_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One segmentation output: (structure + SSIM term, integrity-prior term or None when its weight is 0)."""
+        up = _to_size(logits, mask)
+        term = structure_loss(up, mask, weight=pixel_weight) + self.cfg.ssim_weight * self.ssim(up.float().sigmoid(),
+                                                                                              mask)
+        if not self.cfg.integrity_weight:
+            return term, None
+        return term, self.integrity(_to_size(logits, depth_target).float().sigmoid(), depth_target, mask)
+
+    def _depth_term(self, logits: torch.Tensor, depth_target: torch.Tensor) -> torch.Tensor:
+        return silog_loss(_to_size(logits, depth_target).float().sigmoid(), depth_target, self.cfg.silog_lambda)
 
     def forward(self, seg_logits: list[torch.Tensor], mask: torch.Tensor, depth_target: torch.Tensor,
                 depth_logits: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -149,19 +167,15 @@ class PDFNetLoss(nn.Module):
         pixel_weight = boundary_weight(mask, cfg.edge_weight)
         for i, logits in enumerate(seg_logits):
             weight = 1.0 if i == 0 else cfg.side_weight
-            up = _to_size(logits, mask)
-            term = (structure_loss(up, mask, weight=pixel_weight)
-                    + cfg.ssim_weight * self.ssim(up.float().sigmoid(), mask))
+            term, prior = checkpointed(self.recompute, self._output_terms, logits, mask, depth_target, pixel_weight)
             seg = seg + weight * term
             main = term if i == 0 else main
-            if cfg.integrity_weight:
-                integrity = integrity + weight * self.integrity(_to_size(logits, depth_target).float().sigmoid(),
-                                                                depth_target, mask)
+            if prior is not None:
+                integrity = integrity + weight * prior
         if depth_logits and cfg.depth_weight:
             for i, logits in enumerate(depth_logits):
                 weight = 1.0 if i == 0 else cfg.side_weight
-                depth = depth + weight * silog_loss(_to_size(logits, depth_target).float().sigmoid(), depth_target,
-                                                    cfg.silog_lambda)
+                depth = depth + weight * checkpointed(self.recompute, self._depth_term, logits, depth_target)
         total = seg + cfg.integrity_weight * integrity + cfg.depth_weight * depth
         # Detached tensors, not floats: reading them is the caller's choice (a device sync on CUDA).
         parts = {"seg": seg.detach(), "main": (main if main is not None else seg).detach(),

@@ -63,3 +63,14 @@ def tiny_checkpoint(tmp_path):
     path = tmp_path / "tiny.pth"
     atomic_save(make_checkpoint(build_model(cfg.model), cfg, epoch=3), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A tiny synthetic DIS-5K tree: DIS-TR (8 scenes) and DIS-VD (2), 128 px."""
+    from pdfnet.data.synthetic import write_split
+
+    root = tmp_path_factory.mktemp("synthetic_dis")
+    write_split(root, "DIS-TR", 8, 128, seed=0)
+    write_split(root, "DIS-VD", 2, 128, seed=0, first_index=100)
+    return root

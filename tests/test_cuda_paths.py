@@ -224,3 +224,23 @@ def test_gradient_checkpointing_leaves_gradients_unchanged(mode):
     assert reference.keys() == checkpointed.keys()
     for name, grad in reference.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_cpu_attention_dropout_in_chunks_replays_its_masks_in_backward():
+    """Chunked, recomputed attention dropout (CPU training): the output is A @ v for a dropped attention matrix A,
+    and backward must use the same A (the masks are replayed), i.e. grad_v = A^T grad_out."""
+    from pdfnet.models.fusion import attention_with_dropout_in_chunks
+
+    q, k = torch.randn(1, 1, 10, 4), torch.randn(1, 1, 6, 4)
+    v = torch.randn(1, 1, 6, 6, requires_grad=True)
+    torch.manual_seed(7)
+    out = attention_with_dropout_in_chunks(q, k, v, 0.5, chunk=4)
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    torch.manual_seed(7)  # the same draws again, with v = identity: the output is A itself
+    dropped = attention_with_dropout_in_chunks(q, k, torch.eye(6).view(1, 1, 6, 6), 0.5, chunk=4)
+    assert (dropped == 0).any()  # dropout really happened
+    torch.testing.assert_close(out, dropped @ v.detach())
+    torch.testing.assert_close(v.grad, dropped.transpose(-1, -2) @ g)
+    plain = torch.nn.functional.scaled_dot_product_attention(q, k, v.detach())
+    torch.testing.assert_close(attention_with_dropout_in_chunks(q, k, v.detach(), 1e-12, chunk=3), plain)

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
+from test_train import TINY, _cli_opts, _poison_second_batch, tiny_config
 
 from conftest import REPO
-from test_train import TINY, _cli_opts, _poison_second_batch, synthetic_root, tiny_config  # noqa: F401
 from pdfnet.engine import distributed
 from pdfnet.engine.checkpoint import load_checkpoint
 from pdfnet.engine.trainer import Trainer

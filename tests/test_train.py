@@ -16,7 +16,6 @@ import torch
 
 from conftest import REPO
 from pdfnet.config import Config
-from pdfnet.data.synthetic import write_split
 from pdfnet.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from pdfnet.engine.trainer import Trainer, TrainingError, lr_factor
 from pdfnet.models import build_model
@@ -24,14 +23,6 @@ from pdfnet.models import build_model
 TINY = ["model.backbone=swin_tiny_test", "model.emb_dim=16", "model.drop_path=0.0", "model.fusion_dropout=0.0",
         "data.size=128", "data.num_workers=0", "train.batch_size=2", "train.device=cpu", "train.amp=none",
         "optim.lr=1e-3", "train.val_panels=1"]
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_dis")
-    write_split(root, "DIS-TR", 8, 128, seed=0)
-    write_split(root, "DIS-VD", 2, 128, seed=0, first_index=100)
-    return root
 
 
 def tiny_config(root, out_dir, *overrides: str) -> Config:

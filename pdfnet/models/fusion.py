@@ -10,13 +10,31 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint as torch_checkpoint
 from torch import nn
 
 from .blocks import ConvNormAct, RMSNorm, SwiGLU, resize_like
 
 VARIANTS = ("v2025.03", "v2026")
+
+
+def attention_with_dropout_in_chunks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float,
+                                     chunk: int = 1024) -> torch.Tensor:
+    """SDPA with attention dropout for training on CPU, ``chunk`` queries at a time, each chunk recomputed in
+    backward. q: [B,H,Nq,d], k/v: [B,H,Nk,d] -> [B,H,Nq,d].
+
+    CPU's fused (flash) SDPA kernel has no dropout, so SDPA falls back to the math path, which keeps the whole
+    [Nq,Nk] probability matrix, its dropout mask and the dropped copy for backward: at the finest FSE level of a
+    1024² input (16384 x 8192 tokens) that is ~5 GB per step. Chunks bound it to [chunk,Nk]; the recomputation
+    replays the dropout masks, so values and gradients are those of one SDPA call with the same masks. CUDA's flash
+    kernel supports dropout and does not need this."""
+    attend = functools.partial(F.scaled_dot_product_attention, dropout_p=dropout)
+    return torch.cat([torch_checkpoint.checkpoint(attend, q[:, :, i:i + chunk], k, v, use_reentrant=False)
+                      for i in range(0, q.shape[2], chunk)], dim=2)
 
 
 class CoA(nn.Module):
@@ -50,6 +68,8 @@ class CoA(nn.Module):
         k = F.linear(context, w_k).unsqueeze(1)
         v = F.linear(context, w_v).unsqueeze(1)
         drop = self.attn_dropout if self.training else 0.0
+        if drop > 0 and q.device.type == "cpu" and torch.is_grad_enabled():
+            return self.out_proj(attention_with_dropout_in_chunks(q, k, v, drop).squeeze(1))
         return self.out_proj(F.scaled_dot_product_attention(q, k, v, dropout_p=drop).squeeze(1))
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
