@@ -195,7 +195,7 @@ def training(device: torch.device, quick: bool) -> dict:
             cfg = model_config(quick, 128 if quick else 1024, **{"model.grad_checkpointing": mode,
                                                                    "train.amp": "bf16"})
             try:
-                r = measure_training_steps(cfg, device, batch, steps=2 if quick else 3)
+                r = measure_training_steps(cfg, device, batch, steps=1 if quick else 3)
                 out[f"batch{batch}_{mode}"] = {"step_s": round(r.step_s, 3), "peak_mib": round(r.peak_mib),
                                                "saved_for_backward_mib": round(r.saved_for_backward_mib)}
             except torch.OutOfMemoryError:
@@ -246,7 +246,7 @@ def overfit(device: torch.device, quick: bool, checks: Checks) -> dict:
     cfg = model_config(quick, 128 if quick else 512, **{"optim.lr": "3e-3" if quick else "1e-4",
                                                         "train.amp": "bf16", "model.drop_path": "0.0",
                                                         "model.fusion_dropout": "0.0"})
-    r = measure_training_steps(cfg, device, 2, steps=29, warmup=1)
+    r = measure_training_steps(cfg, device, 1 if quick else 2, steps=29, warmup=1)
     first, last = r.losses[0], min(r.losses[-3:])
     checks.expect(last <= 0.5 * first, f"overfit: loss {first:.4f} -> {last:.4f} fell by less than 50 %")
     return {"size": cfg.data.size, "loss_first": round(first, 4), "loss_last": round(last, 4),

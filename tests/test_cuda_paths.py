@@ -244,3 +244,22 @@ def test_cpu_attention_dropout_in_chunks_replays_its_masks_in_backward():
     torch.testing.assert_close(v.grad, dropped.transpose(-1, -2) @ g)
     plain = torch.nn.functional.scaled_dot_product_attention(q, k, v.detach())
     torch.testing.assert_close(attention_with_dropout_in_chunks(q, k, v.detach(), 1e-12, chunk=3), plain)
+
+
+def test_lean_norm_in_row_chunks_equals_one_chunk(monkeypatch):
+    from pdfnet.models import blocks
+
+    x = torch.randn(2, 8, 40, 24, requires_grad=True)
+    w = torch.randn(8, requires_grad=True)
+    one = blocks.rms_norm_train(x, w, 1, 1e-6, True)
+    g = torch.randn_like(one)
+    grads_one = torch.autograd.grad(one, (x, w), g)
+    chunks = blocks._row_chunks
+    monkeypatch.setattr(blocks, "_row_chunks", lambda t, dim, elements=0: chunks(t, dim, elements=1000))
+    assert len(blocks._row_chunks(x, 1)) > 4
+    many = blocks.rms_norm_train(x, w, 1, 1e-6, True)
+    grads_many = torch.autograd.grad(many, (x, w), g)
+    # The same arithmetic; a strided slice may order the channel mean's additions differently (last-bit rounding).
+    torch.testing.assert_close(one, many, rtol=1e-6, atol=1e-7)
+    for a, b in zip(grads_one, grads_many):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

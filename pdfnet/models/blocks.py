@@ -64,26 +64,47 @@ def resize_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return resize(x, ref.shape[-2:])
 
 
+def _row_chunks(x: torch.Tensor, dim: int, elements: int = 1 << 23) -> list[slice]:
+    """Slices of the axis after the normed one (rows of [B,C,H,W], tokens of [B,N,C]) holding about ``elements``
+    values each: per-pixel work done a chunk at a time keeps its float32 temporaries small."""
+    axis = 2 if dim == 1 else 1
+    n = x.shape[axis]
+    step = max(1, min(n, elements * n // max(1, x.numel())))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def _along(x: torch.Tensor, dim: int, rows: slice) -> torch.Tensor:
+    return x[:, :, rows] if dim == 1 else x[:, rows]
+
+
 class _RMSNormFunction(torch.autograd.Function):
     """Training path of RMSNorm (optionally fused with the SiLU after it) that keeps only its input (in the input
     dtype) and the per-pixel 1/rms for backward, recomputing the rest. Statistics are float32, the output has the
     input's dtype, so under bf16 autocast the activations stay bf16 (autograd's version of the same arithmetic kept
-    two float32 copies of every normed map: 4x the bytes of the bf16 input).
+    two float32 copies of every normed map: 4x the bytes of the bf16 input). Forward and backward run over chunks of
+    rows, so their float32 temporaries stay small even for [B,128,1024,1024] maps.
 
-    Forward arithmetic equals :meth:`RMSNorm.forward`'s plain autograd expression exactly (same ops, same order).
+    Forward arithmetic is :meth:`RMSNorm.forward`'s plain autograd expression (same ops, same order; bitwise equal
+    for maps that fit one chunk, last-bit differences in the channel mean otherwise).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dim: int, eps: float, silu: bool) -> torch.Tensor:
-        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
-        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=dim, keepdim=True) + eps)
+        compute = torch.promote_types(x.dtype, torch.float32)
         w = weight.view(-1, 1, 1) if dim == 1 else weight
-        y = w * (x32 * inv_rms).type_as(x)
-        if silu:
-            y = F.silu(y)
+        out = torch.empty_like(x)
+        stats_shape = list(x.shape)
+        stats_shape[dim] = 1
+        inv_rms = x.new_empty(stats_shape, dtype=compute)
+        for rows in _row_chunks(x, dim):
+            x32 = _along(x, dim, rows).to(compute)
+            inv = torch.rsqrt(x32.pow(2).mean(dim=dim, keepdim=True) + eps)
+            y = w * (x32 * inv).type_as(x)
+            _along(out, dim, rows).copy_(F.silu(y) if silu else y)
+            _along(inv_rms, dim, rows).copy_(inv)
         ctx.save_for_backward(x, weight, inv_rms)
         ctx.dim, ctx.silu = dim, silu
-        return y.to(x.dtype)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -91,22 +112,27 @@ class _RMSNormFunction(torch.autograd.Function):
         dim = ctx.dim
         compute = inv_rms.dtype
         w = (weight.view(-1, 1, 1) if dim == 1 else weight).to(compute)
-        normed = (x.to(compute) * inv_rms).type_as(x).to(compute)
-        grad = grad_out.to(compute)
-        if ctx.silu:
-            y = w * normed
-            sig = torch.sigmoid(y)
-            grad = grad * sig * (1 + y * (1 - sig))
-            del y, sig
-        reduce_dims = [d for d in range(grad.ndim) if d != (dim % grad.ndim)]
-        grad_weight = (grad * normed).sum(dim=reduce_dims).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_normed = grad * w
-            # d/dx of x * rsqrt(mean(x^2)): inv_rms * (g - normed * mean(g * normed)) over the normed dimension.
-            grad_x = (inv_rms * (grad_normed - normed * (grad_normed * normed).mean(dim=dim, keepdim=True)))
-            grad_x = grad_x.to(x.dtype)
-        return grad_x, grad_weight, None, None, None
+        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.empty_like(x) if want_x else None
+        grad_w = torch.zeros(weight.shape, dtype=compute, device=weight.device) if want_w else None
+        for rows in _row_chunks(x, dim):
+            inv = _along(inv_rms, dim, rows)
+            normed = (_along(x, dim, rows).to(compute) * inv).type_as(x).to(compute)
+            grad = _along(grad_out, dim, rows).to(compute)
+            if ctx.silu:
+                y = w * normed
+                sig = torch.sigmoid(y)
+                grad = grad * sig * (1 + y * (1 - sig))
+                del y, sig
+            if want_w:
+                reduce_dims = [d for d in range(grad.ndim) if d != (dim % grad.ndim)]
+                grad_w += (grad * normed).sum(dim=reduce_dims)
+            if want_x:
+                grad_normed = grad * w
+                # d/dx of x * rsqrt(mean(x^2)): inv_rms * (g - normed * mean(g * normed)) over the normed dimension.
+                _along(grad_x, dim, rows).copy_(
+                    inv * (grad_normed - normed * (grad_normed * normed).mean(dim=dim, keepdim=True)))
+        return grad_x, grad_w.to(weight.dtype) if want_w else None, None, None, None
 
 
 def rms_norm_train(x: torch.Tensor, weight: torch.Tensor, dim: int, eps: float, silu: bool = False) -> torch.Tensor:
