@@ -120,3 +120,21 @@ def test_benchmark_tiling_reports_time_and_memory(tiny_checkpoint, tmp_path, cap
     assert [r["tiles"] for r in rows] == [1, 3 * 4]
     assert all(r["tiled_added_mib"] >= 0 and r["plain_s"] > 0 for r in rows)
     assert "s per model pass" in capsys.readouterr().out
+
+
+def test_benchmark_training_prints_table_and_json(tmp_path):
+    out = tmp_path / "train_bench.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "benchmark_training.py"), "--size", "128", "--batch", "1",
+           "--backbone", "swin_tiny_test", "--emb_dim", "16", "--amp", "bf16", "--grad_checkpointing", "none", "all",
+           "--steps", "1", "--device", "cpu", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["grad_checkpointing"] for r in rows] == ["none", "all"]
+    for r in rows:
+        assert {"step_s", "peak_mib", "saved_for_backward_mib", "device", "size", "batch", "amp"} <= r.keys()
+        assert r["size"] == 128 and r["amp"] == "bf16" and r["peak_mib"] > 0 and r["step_s"] > 0
+    assert rows[1]["saved_for_backward_mib"] < rows[0]["saved_for_backward_mib"]  # checkpointing keeps less
+    assert "saved by module" in done.stdout and "all" in done.stdout
+    bad = subprocess.run(cmd[:2] + ["--size", "100"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert bad.returncode == 2 and "multiple of 64" in bad.stderr
