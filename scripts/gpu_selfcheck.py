@@ -181,8 +181,13 @@ def inference(device: torch.device, quick: bool) -> dict:
                 with torch.no_grad(), context:
                     model(batch["image"], batch["depth"])
 
-            seconds, peak = _time(run, device, 2 if quick else 5)
             key = f"batch{batch_size}_{'bf16' if half else 'fp32'}"
+            try:
+                seconds, peak = _time(run, device, 2 if quick else 5)
+            except torch.OutOfMemoryError:
+                out[key] = "out of memory"
+                torch.cuda.empty_cache()
+                continue
             out[f"{key}_s_per_image"] = round(seconds / batch_size, 4)
             out[f"{key}_peak_mib"] = round(peak)
     return out

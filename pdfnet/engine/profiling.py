@@ -151,13 +151,14 @@ def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps:
         optimizer.zero_grad(set_to_none=True)
         return float(total.detach())
 
+    # Saved-tensor hooks and torch.compile do not mix: compiled runs report no saved bytes (0).
     meter = SavedTensorMeter(model)
     times, peaks, losses = [], [], []
     for i in range(warmup + steps):
         synchronize(device)
         reset_peak_memory(device)
         started = time.perf_counter()
-        losses.append(step(meter if i == 0 else None))
+        losses.append(step(meter if i == 0 and not cfg.train.compile else None))
         synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - started)
