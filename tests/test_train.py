@@ -282,3 +282,9 @@ def test_ema_and_gradient_checkpointing_switches(synthetic_root, tmp_path):
     assert best["ema"] is True  # best.pth holds the validated (EMA) weights
     if best["epoch"] == 1:
         assert all(torch.equal(best["model"][k], ema[k]) for k in best["model"])
+
+
+def test_a_missing_data_root_is_named_and_leaves_no_run_directory(tmp_path):
+    result = _run_train(*_cli_opts(tmp_path / "nowhere", tmp_path / "run", "train.epochs=1"), check=False)
+    assert result.returncode == 2 and f"data root {tmp_path / 'nowhere'} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

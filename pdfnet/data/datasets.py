@@ -72,6 +72,8 @@ def discover_split(root: str | Path, split: str, image_dir: str = "im", mask_dir
 
 
 def _detect_layout(root: Path, split: str) -> str:
+    if not root.is_dir():
+        raise DatasetError(f"data root {root} does not exist (set data.root, e.g. --opt data.root=/path/to/DIS5K)")
     if (root / split / "im").is_dir():
         return "dis5k"
     if (root / split / "images").is_dir():
