@@ -316,19 +316,12 @@ def ddp_probe(args: argparse.Namespace) -> int:
 
 def depth(device: torch.device, checks: Checks) -> dict:
     import numpy as np
-    import transformers
 
-    from pdfnet.depth.anything import DepthEstimator
+    from pdfnet.depth.anything import DepthEstimator, save_tiny_random_model
 
-    backbone = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                                         intermediate_size=64, image_size=518, patch_size=14,
-                                         out_features=["stage1", "stage2", "stage3", "stage4"],
-                                         reshape_hidden_states=False)
-    cfg = transformers.DepthAnythingConfig(backbone_config=backbone, fusion_hidden_size=16, head_hidden_size=8,
-                                           neck_hidden_sizes=[8, 16, 32, 32], reassemble_hidden_size=32)
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
-        transformers.DepthAnythingForDepthEstimation(cfg).save_pretrained(folder)
+        save_tiny_random_model(folder)
         estimator = DepthEstimator(folder, device=device)
         images = [np.random.default_rng(i).integers(0, 255, (300, 400, 3), dtype=np.uint8) for i in range(3)]
         started = time.perf_counter()

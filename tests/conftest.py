@@ -37,16 +37,10 @@ def tiny_model_kwargs() -> dict:
 @pytest.fixture(scope="session")
 def tiny_depth_model(tmp_path_factory):
     """A tiny random Depth Anything V2 model saved with save_pretrained (no network)."""
-    transformers = pytest.importorskip("transformers")
-    backbone = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                                         intermediate_size=64, image_size=518, patch_size=14,
-                                         out_features=["stage1", "stage2", "stage3", "stage4"],
-                                         reshape_hidden_states=False)
-    cfg = transformers.DepthAnythingConfig(backbone_config=backbone, fusion_hidden_size=16, head_hidden_size=8,
-                                           neck_hidden_sizes=[8, 16, 32, 32], reassemble_hidden_size=32)
-    folder = tmp_path_factory.mktemp("tiny_depth_anything")
-    transformers.DepthAnythingForDepthEstimation(cfg).save_pretrained(folder)
-    return folder
+    pytest.importorskip("transformers")
+    from pdfnet.depth.anything import save_tiny_random_model
+
+    return save_tiny_random_model(tmp_path_factory.mktemp("tiny_depth_anything"))
 
 
 @pytest.fixture()

@@ -100,6 +100,21 @@ class DepthEstimator:
         return results  # type: ignore[return-value]
 
 
+def save_tiny_random_model(folder: str | os.PathLike) -> Path:
+    """Save a tiny, randomly initialised Depth Anything V2 (a few hundred kB) to ``folder`` in the
+    ``save_pretrained`` layout: for tests and self-checks of the depth pipeline without network access."""
+    import transformers
+
+    backbone = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                                         intermediate_size=64, image_size=518, patch_size=14,
+                                         out_features=["stage1", "stage2", "stage3", "stage4"],
+                                         reshape_hidden_states=False)
+    cfg = transformers.DepthAnythingConfig(backbone_config=backbone, fusion_hidden_size=16, head_hidden_size=8,
+                                           neck_hidden_sizes=[8, 16, 32, 32], reassemble_hidden_size=32)
+    transformers.DepthAnythingForDepthEstimation(cfg).save_pretrained(folder)
+    return Path(folder)
+
+
 def depth_to_u16(depth: np.ndarray) -> np.ndarray:
     """[0,1] float map -> uint16 (16-bit PNG storage, lossless at the model's precision)."""
     return np.clip(np.rint(depth * 65535.0), 0, 65535).astype(np.uint16)
