@@ -70,13 +70,15 @@ def resolve_run(args: argparse.Namespace) -> tuple[Config, Path | None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from pdfnet.device import DeviceError
     from pdfnet.engine.distributed import DistributedSetupError
     from pdfnet.engine.trainer import Trainer, TrainingError
 
     try:
         cfg, resume = resolve_run(args)
         Trainer(cfg, resume=resume, show_progress=not args.no_progress).fit()
-    except (ConfigError, DatasetError, CheckpointError, TrainingError, DistributedSetupError) as err:
+    except (ConfigError, DatasetError, CheckpointError, TrainingError, DistributedSetupError,
+            DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,6 +8,10 @@ import contextlib
 import torch
 
 
+class DeviceError(RuntimeError):
+    """A device that does not exist here; the message says which one to ask for instead."""
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other names as torch spells them (``cuda:1``)."""
     if name == "auto":
@@ -15,9 +19,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise RuntimeError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from err
+        raise DeviceError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise DeviceError(f"device {name!r} requested but CUDA is not available here: use cpu "
+                          "(--device cpu, or --opt train.device=cpu for training)")
     return device
 
 

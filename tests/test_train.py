@@ -288,3 +288,10 @@ def test_a_missing_data_root_is_named_and_leaves_no_run_directory(tmp_path):
     result = _run_train(*_cli_opts(tmp_path / "nowhere", tmp_path / "run", "train.epochs=1"), check=False)
     assert result.returncode == 2 and f"data root {tmp_path / 'nowhere'} does not exist" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_a_gpu_that_is_not_there_is_one_line(synthetic_root, tmp_path):
+    result = _run_train(*_cli_opts(synthetic_root, tmp_path / "run", "train.device=cuda"), check=False)
+    assert result.returncode == 2 and "CUDA is not available here" in result.stderr and "train.device=cpu" in \
+        result.stderr and "Traceback" not in result.stderr
