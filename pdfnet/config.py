@@ -37,6 +37,7 @@ def _knob(default: Any, doc: str, *, choices: tuple | None = None, min: float | 
 
 
 BACKBONES = ("swin_base_patch4_window12_384", "swin_tiny_test")
+GRAD_CHECKPOINTING = ("none", "encoder", "all")
 VARIANTS = ("v2025.03", "v2026")
 
 
@@ -52,7 +53,7 @@ class ModelConfig:
     detach_patches: bool = _knob(True, "block gradients through the patch stream, as the official code")
     grad_checkpointing: str = _knob("none", "recompute activations in backward to save memory: none, encoder (Swin "
                                     "blocks), all (also the FSE blocks and the full-resolution decoder stages)",
-                                    choices=("none", "encoder", "all"), legacy={False: "none", True: "encoder"})
+                                    choices=GRAD_CHECKPOINTING, legacy={False: "none", True: "encoder"})
     pretrained: str = _knob("", "ImageNet Swin weights: local file or hub id; '' = random init")
     use_depth: bool = _knob(True, "ablation: feed the depth map (False = zeros)")
     use_patches: bool = _knob(True, "ablation: run the 8x8 full-resolution patch branch (False = zeros)")
@@ -243,10 +244,9 @@ def _build(cls: type, data: Any, path: str) -> Any:
             hint = f" (did you mean '{path + '.' if path else ''}{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{full}'{hint}; allowed keys here: {', '.join(fields)}")
         tp = hints[key]
-        legacy = fields[key].metadata.get("legacy")
-        if legacy and not isinstance(value, (dict, list)) and value in legacy and type(value) is type(
-                next(k for k in legacy if k == value)):
-            value = legacy[value]
+        legacy = fields[key].metadata.get("legacy") or {}
+        # Exact type as well as value: 1 == True, but only the YAML boolean is an old spelling.
+        value = next((new for old, new in legacy.items() if type(old) is type(value) and old == value), value)
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value, full)
         else:

@@ -63,7 +63,7 @@ def training_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 
 
 def configure_cuda_backends(device: torch.device, tf32: bool) -> None:
-    """Fast CUDA defaults for training and inference at fixed input sizes: cuDNN autotuning (``benchmark``) and,
+    """Fast CUDA defaults for training at a fixed input size: cuDNN autotuning (``benchmark``) and,
     when ``tf32``, TensorFloat-32 for float32 matmuls and convolutions (Ampere+; ~1e-3 relative rounding, the
     precision PyTorch itself recommends for training). No effect on other devices."""
     if device.type != "cuda":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -125,8 +126,6 @@ def share_failure(ctx: DistContext, error: BaseException | None) -> None:
     shared: Any = error
     if error is not None:
         try:
-            import pickle
-
             pickle.dumps(error)
         except Exception:  # an exception carrying unpicklable state still travels as its message
             shared = RuntimeError(f"{type(error).__name__}: {error}")

@@ -321,7 +321,6 @@ class Trainer:
         the group's losses are finite?), plus logging every ``train.log_every_steps`` steps."""
         t, state = self.cfg.train, self.state
         epoch = state.epoch
-        self.train_set.set_epoch(epoch)
         self.sampler.set_epoch(epoch, skip=state.batch_in_epoch * t.batch_size)
         if self.loader is None:
             self.loader = self._make_loader()

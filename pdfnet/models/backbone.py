@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as torch_checkpoint
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
+
+from .blocks import checkpointed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,10 +224,7 @@ class SwinStage(nn.Module):
         hp, wp = -(-hw[0] // ws) * ws, -(-hw[1] // ws) * ws
         mask = shifted_window_mask(hp, wp, ws, self.shift, x.device) if len(self.blocks) > 1 else None
         for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = torch_checkpoint.checkpoint(block, x, hw, mask, use_reentrant=False)
-            else:
-                x = block(x, hw, mask)
+            x = checkpointed(self.grad_checkpointing, block, x, hw, mask)
         return x, (self.downsample(x, hw) if self.downsample is not None else None)
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import GRAD_CHECKPOINTING
 from .backbone import SWIN_SPECS, SwinEncoder, WindowAttention, relative_position_index
 from .blocks import ConvNormAct, checkpointed, lean_inference, release_freed_memory, resize, resize_like
 from .decoder import DepthDecoder, Pyramid, SegmentationDecoder
 from .fusion import VARIANTS, CoA
-
-GRAD_CHECKPOINTING = ("none", "encoder", "all")
 
 
 def normalize_depth(depth: torch.Tensor) -> torch.Tensor:
@@ -109,7 +108,8 @@ class PDFNet(nn.Module):
         """Which activations backward recomputes instead of keeping: ``none``; ``encoder`` (every Swin block);
         ``all`` (also the level mixers, each FSE stage and the full-resolution decoder and depth-head stages).
         Gradients are unchanged (dropout masks are replayed); ``True``/``False`` mean encoder/none."""
-        mode = {True: "encoder", False: "none"}.get(mode, mode) if isinstance(mode, bool) else mode
+        if isinstance(mode, bool):
+            mode = "encoder" if mode else "none"
         if mode not in GRAD_CHECKPOINTING:
             raise ValueError(f"grad_checkpointing must be one of {GRAD_CHECKPOINTING}, got {mode!r}")
         self.grad_checkpointing = mode
