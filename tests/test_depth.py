@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from conftest import REPO
 from pdfnet.data.io import write_png
 from pdfnet.depth.anything import DepthEstimator, lower_bound_size
+from pdfnet.hub_files import HubFilesError
 
 transformers = pytest.importorskip("transformers")
 
@@ -38,8 +40,22 @@ def test_estimator_returns_normalised_maps_at_image_size(tiny_depth_model):
 
 def test_missing_model_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="not a Depth Anything model folder"):
+    with pytest.raises(HubFilesError, match=r"folder .*empty has no config.json \(--depth_model takes"):
         DepthEstimator(str(tmp_path / "empty"), device="cpu")
+
+
+def test_offline_missing_model_fails_fast_naming_model_flag_and_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))  # nothing cached
+    start = time.perf_counter()
+    with pytest.raises(HubFilesError) as info:
+        DepthEstimator("small", device="cpu", flag="--model_size")
+    message = str(info.value)
+    assert time.perf_counter() - start < 5
+    assert "depth-anything/Depth-Anything-V2-Small-hf" in message and "Large" not in message
+    assert "--model_size" in message and "hf download depth-anything/Depth-Anything-V2-Small-hf" in message
+    assert "huggingface-cli" not in message and ".." not in message
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

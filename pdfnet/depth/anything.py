@@ -20,12 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from ..device import half_dtype, resolve_device
+from ..hub_files import local_model_folder
+from .ids import MODEL_IDS
 
-MODEL_IDS = {
-    "small": "depth-anything/Depth-Anything-V2-Small-hf",
-    "base": "depth-anything/Depth-Anything-V2-Base-hf",
-    "large": "depth-anything/Depth-Anything-V2-Large-hf",
-}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -51,22 +48,17 @@ def depth_autocast_dtype(device: torch.device, half: bool) -> torch.dtype | None
 class DepthEstimator:
     """Batched Depth Anything V2 inference. ``model``: a local folder (``save_pretrained`` layout), a hub id, or one
     of ``small``/``base``/``large`` (the paper uses large). Call with uint8 RGB [H,W,3] images; returns float32 [H,W]
-    maps in [0,1] (1 = nearest)."""
+    maps in [0,1] (1 = nearest). ``flag`` names the option that chose ``model`` in error messages; a model
+    that is neither a folder nor in the cache raises :class:`pdfnet.hub_files.HubFilesError` at once when offline."""
 
     def __init__(self, model: str = "large", device: str | torch.device = "auto", input_size: int = 518,
-                 half: bool = True) -> None:
+                 half: bool = True, flag: str = "--depth_model") -> None:
         from transformers import AutoModelForDepthEstimation
 
         source = MODEL_IDS.get(model, model)
-        local = Path(os.path.expanduser(source))
-        if local.exists() and not (local / "config.json").is_file():
-            raise FileNotFoundError(f"{local} is not a Depth Anything model folder (no config.json)")
-        try:
-            self.model = AutoModelForDepthEstimation.from_pretrained(str(local) if local.exists() else source)
-        except OSError as err:
-            raise RuntimeError(f"could not load the Depth Anything model {source!r}: {err}. Offline? Download it once "
-                               "(e.g. `huggingface-cli download depth-anything/Depth-Anything-V2-Large-hf --local-dir "
-                               "DIR`) and pass the folder.") from err
+        folder = local_model_folder(source, required=("config.json",), what="the Depth Anything model",
+                                    flag=flag, allow_patterns=["*.json", "*.safetensors"])
+        self.model = AutoModelForDepthEstimation.from_pretrained(str(folder))
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model.to(self.device).eval()
         self.input_size = input_size

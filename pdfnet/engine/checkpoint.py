@@ -14,8 +14,10 @@ import torch
 
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from ..data.io import atomic_write
+from ..hub_files import HubFilesError
 from ..models import PDFNet, build_model
 from ..models.official import is_official_state_dict, load_official, unwrap_state_dict
+from .hub import is_pretrained_source, load_pretrained
 
 FORMAT = "pdfnet-checkpoint-v1"
 
@@ -53,10 +55,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_from_checkpoint(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> tuple[PDFNet, Config]:
-    """Build the model stored in ``path`` (ours, or an official state dict converted on the fly); eval mode.
+    """Build the model stored in ``path``: our ``.pth``, an official state dict (converted on the fly), a
+    ``save_pretrained`` folder or a Hugging Face Hub id; eval mode.
 
     Returns (model, config). For official files the config is the defaults with the detected variant.
     """
+    if is_pretrained_source(path):
+        try:
+            return load_pretrained(path)
+        except HubFilesError as err:
+            raise CheckpointError(str(err)) from err
     obj = load_checkpoint(path)
     if obj.get("format") == FORMAT or ("model" in obj and "config" in obj):
         try:

@@ -5,6 +5,7 @@ encoder, fused by FSE blocks into a full-resolution mask.
 from __future__ import annotations
 
 import torch
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..config import GRAD_CHECKPOINTING
@@ -45,7 +46,8 @@ def merge_grid(x: torch.Tensor, grid: int) -> torch.Tensor:
     return x.view(grid, grid, b, c, h, w).permute(2, 3, 0, 4, 1, 5).reshape(b, c, grid * h, grid * w)
 
 
-class PDFNet(nn.Module):
+class PDFNet(nn.Module, PyTorchModelHubMixin, library_name="pdfnet", license="mit", pipeline_tag="image-segmentation",
+             paper_url="https://arxiv.org/abs/2503.06100", tags=["dichotomous-image-segmentation", "pdfnet"]):
     """The PDFNet segmentation network.
 
     Args:
@@ -87,6 +89,24 @@ class PDFNet(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+    # Hub I/O lives beside checkpoint handling (engine/hub.py); these overrides of the mixin only defer to it, and
+    # import it lazily because the engine imports the models, not the other way round.
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *, device: str | torch.device = "cpu",
+                        revision: str | None = None, **_: object) -> PDFNet:
+        """A ``save_pretrained`` folder or a hub id -> model in eval mode (offline-safe; strict weight loading)."""
+        from ..engine.hub import load_pretrained
+
+        return load_pretrained(pretrained_model_name_or_path, device=device, revision=revision)[0]
+
+    def generate_model_card(self, *args: object, **kwargs: object):
+        """The card ``save_pretrained``/``push_to_hub`` write (see ``engine.hub.model_card``)."""
+        from huggingface_hub import ModelCard
+
+        from ..engine.hub import model_card
+
+        return ModelCard(model_card(self._hub_mixin_config, n_parameters=count_parameters(self), **kwargs))
 
     def reset_derived_buffers(self) -> None:
         """Recompute buffers that are derived from the architecture, not learned (after loading onto 'meta')."""
