@@ -1,4 +1,4 @@
-"""Command-line scripts of the foundation: demo, official checkpoint conversion, inference benchmark."""
+"""Command-line scripts: official checkpoint conversion (to .pth and to a hub folder), inference benchmark."""
 
 from __future__ import annotations
 
@@ -20,30 +20,30 @@ def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_demo_runs_and_reports_shapes():
-    proc = _run("scripts/demo.py", "--size", "128", "--runs", "1")
-    assert proc.returncode == 0, proc.stderr
-    assert "main   logits [1, 1, 128, 128]" in proc.stdout
-    assert "ms per forward" in proc.stdout
-
-
 def test_convert_official_round_trip(tmp_path):
+    """scripts/convert_official.py writes our .pth and a hub folder; both reproduce the official logits."""
     sd, case = official_reference("official_v1")
     src = tmp_path / "PDFNet_Best.pth"
     torch.save(sd, src)
-    out = tmp_path / "ours.pth"
-    proc = _run("scripts/convert_official.py", str(src), str(out))
+    out, hub_dir, metrics = tmp_path / "ours.pth", tmp_path / "hub", tmp_path / "te1.json"
+    metrics.write_text(json.dumps({"metrics": {"maxF": 0.9123, "wF": 0.8, "Sm": 0.9, "meanEm": 0.95, "MAE": 0.03,
+                                               "HCE": 1001.2}, "n_images": 500}))
+    proc = _run("scripts/convert_official.py", str(src), str(out), "--hub_dir", str(hub_dir),
+                "--metrics", str(metrics))
     assert proc.returncode == 0, proc.stderr
     assert "variant v2025.03, depth head yes" in proc.stdout
     ckpt = load_checkpoint(out)
     assert ckpt["config"]["model"]["variant"] == "v2025.03" and "epoch" in ckpt
-    model, cfg = model_from_checkpoint(out)
-    assert cfg.model.depth_head and model.variant == "v2025.03"
     image = torch.from_numpy(np.load(case / "in_img.npy"))
     depth = torch.from_numpy(np.load(case / "in_depth.npy"))
-    with torch.no_grad():
-        logits = model(image, depth)[0].numpy()
-    assert np.abs(logits - np.load(case / "out_logits.npy")).max() <= 1e-4
+    card = (hub_dir / "README.md").read_text()
+    assert "v2025.03" in card and "| evaluation | 500 | 0.912 |" in card and "license: other" in card
+    for source in (out, hub_dir):
+        model, cfg = model_from_checkpoint(source)
+        assert cfg.model.depth_head and model.variant == "v2025.03" and not model.training
+        with torch.no_grad():
+            logits = model(image, depth)[0].numpy()
+        assert np.abs(logits - np.load(case / "out_logits.npy")).max() <= 1e-4
 
 
 def test_convert_official_bad_input(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def print_failures(failures: list[str], header: str) -> None:
@@ -10,3 +13,26 @@ def print_failures(failures: list[str], header: str) -> None:
     print(f"\n{header}", file=sys.stderr)
     for line in failures:
         print(f"  {line}", file=sys.stderr)
+
+
+def make_parser(doc: str | None, prog: str | None) -> argparse.ArgumentParser:
+    """An ArgumentParser whose description is the command's docstring, kept as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_opt_argument(parser: argparse.ArgumentParser) -> None:
+    """``--opt KEY=VALUE ...``: both ``--opt a=1 --opt b=2`` and ``--opt a=1 b=2`` give ``["a=1", "b=2"]``."""
+    parser.add_argument("--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides (YAML values), e.g. --opt train.epochs=5 data.size=512; repeatable")
+
+
+def checkpoint_problem(source: str | os.PathLike) -> str | None:
+    """Why ``source`` cannot be a checkpoint (no such file or folder, and not a hub id), or None; checked before
+    torch is imported so that a typo is reported at once."""
+    from ..hub_files import looks_like_hub_id
+
+    text = os.path.expanduser(str(source))
+    if Path(text).exists() or looks_like_hub_id(text):
+        return None
+    return (f"checkpoint not found: {text} (expected a .pth file, an official checkpoint, a save_pretrained folder "
+            "or a hub id owner/name)")

@@ -1,31 +1,53 @@
-#!/usr/bin/env python
-"""Convert an official PDFNet checkpoint (e.g. the released PDFNet_Best.pth) to this project's checkpoint format.
+"""Convert an official PDFNet checkpoint (e.g. the released PDFNet_Best.pth) to this project's formats.
+``pdfnet convert`` = ``python scripts/convert_official.py``.
 
-  python scripts/convert_official.py PDFNet_Best.pth pdfnet_v2025.03.pth
+  pdfnet convert PDFNet_Best.pth pdfnet_v2025.03.pth                       # our .pth checkpoint
+  pdfnet convert PDFNet_Best.pth --hub_dir hub/pdfnet-v2025.03             # a Hugging Face Hub folder
+  pdfnet convert PDFNet_Best.pth --hub_dir hub/pdfnet --metrics te.json --push owner/pdfnet-dis5k
 
 The official code version (v2025.03 for the released weights, v2026 for the current official code) is detected from
-the keys unless --variant is given. The output holds our state dict and the resolved config (model.variant,
-model.depth_head), so `evaluate.py --ckpt` and `predict.py --ckpt` need nothing else. Written atomically.
+the keys unless --variant is given. Both outputs hold the resolved config (model.variant, model.depth_head), so
+`pdfnet eval --ckpt` and `pdfnet predict --ckpt` need nothing else. The hub folder holds model.safetensors,
+config.json and a model card (with the metrics of an `pdfnet eval --json` file when --metrics is given); it loads
+with `PDFNet.from_pretrained(DIR)`. Files are written atomically.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from pdfnet.config import Config
-from pdfnet.engine.checkpoint import atomic_save, make_checkpoint
-from pdfnet.models import count_parameters
-from pdfnet.models.official import OfficialCheckpointError, load_official
+from .common import make_parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = make_parser(__doc__, prog)
     p.add_argument("official", type=Path, help="official checkpoint (.pth state dict, possibly wrapped)")
-    p.add_argument("output", type=Path, help="where to write our checkpoint")
+    p.add_argument("output", type=Path, nargs="?", default=None, help="where to write our .pth checkpoint")
+    p.add_argument("--hub_dir", type=Path, default=None,
+                   help="also (or instead) write a save_pretrained folder: model.safetensors, config.json, README.md")
+    p.add_argument("--metrics", type=Path, default=None,
+                   help="`pdfnet eval --json` output whose numbers go on the model card (with --hub_dir/--push)")
+    p.add_argument("--push", default=None, metavar="OWNER/NAME",
+                   help="publish the hub folder to this Hugging Face Hub repository (needs `hf auth login`)")
     p.add_argument("--variant", choices=("v2025.03", "v2026"), default=None, help="override version detection")
     args = p.parse_args(argv)
+    if args.output is None and args.hub_dir is None and args.push is None:
+        p.error("name an output: OUTPUT (.pth), --hub_dir DIR and/or --push OWNER/NAME")
+    if not args.official.is_file():
+        print(f"error: official checkpoint not found: {args.official}", file=sys.stderr)
+        return 1
+    if args.metrics is not None and not args.metrics.is_file():
+        print(f"error: metrics file not found: {args.metrics}", file=sys.stderr)
+        return 1
+
+    from ..config import Config
+    from ..engine.checkpoint import atomic_save, make_checkpoint
+    from ..engine.hub import push_to_hub, save_pretrained
+    from ..hub_files import HubFilesError
+    from ..models import count_parameters
+    from ..models.official import OfficialCheckpointError, load_official
+
     try:
         model = load_official(args.official, variant=args.variant)
     except (FileNotFoundError, OfficialCheckpointError) as err:
@@ -34,11 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config()
     cfg.model.variant = model.variant
     cfg.model.depth_head = model.has_depth_head
-    atomic_save(make_checkpoint(model, cfg, epoch=0, source=str(args.official)), args.output)
-    print(f"{args.official} -> {args.output}: variant {model.variant}, depth head "
+    written = []
+    try:
+        if args.output is not None:
+            atomic_save(make_checkpoint(model, cfg, epoch=0, source=str(args.official)), args.output)
+            written.append(str(args.output))
+        card = {"metrics": args.metrics, "license": "other", "source": args.official.name}
+        if args.hub_dir is not None:
+            save_pretrained(model, cfg, args.hub_dir, repo_id=args.push, **card)
+            written.append(f"{args.hub_dir}/ (hub format)")
+        if args.push is not None:
+            written.append(push_to_hub(model, cfg, args.push, **card))
+    except HubFilesError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.official} -> {', '.join(written)}: variant {model.variant}, depth head "
           f"{'yes' if model.has_depth_head else 'no'}, {count_parameters(model):,} parameters")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,12 @@
-#!/usr/bin/env python
 """Pseudo-depth for a dataset with Depth Anything V2: <split>/<out_name>/<stem>.png, 16-bit, the image's own H x W.
+``pdfnet depth`` = ``python scripts/prepare_depth.py``.
 
-  python scripts/prepare_depth.py --data_root DIS5K --splits DIS-TR DIS-VD DIS-TE1 DIS-TE2 DIS-TE3 DIS-TE4
-  python scripts/prepare_depth.py --data_root DIS5K --model_size base --out_name depth_base
-  python scripts/prepare_depth.py --data_root my_data --splits train --model /models/Depth-Anything-V2-Large-hf
+  pdfnet depth --data_root DIS5K --splits DIS-TR DIS-VD DIS-TE1 DIS-TE2 DIS-TE3 DIS-TE4
+  pdfnet depth --data_root DIS5K --model_size base --out_name depth_base
+  pdfnet depth --data_root my_data --splits train --model /models/Depth-Anything-V2-Large-hf
+
+Offline, fetch the model once with `hf download depth-anything/Depth-Anything-V2-Large-hf --local-dir DIR` and pass
+--model DIR (or keep it in the hub cache and set HF_HUB_OFFLINE=1).
 
 Images are read from <split>/im (DIS-5K) or <split>/images (the official PDFNet layout). Maps that already exist
 are skipped, so an interrupted run resumes (--overwrite recomputes). Each file is written atomically. A file that
@@ -16,15 +19,14 @@ here maps are lossless 16-bit PNG and the folder name is yours (--out_name, defa
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from pdfnet.cli import print_failures
-from pdfnet.data.io import ImageReadError, list_images, read_rgb_u8, write_png
-from pdfnet.depth.anything import MODEL_IDS, DepthEstimator, depth_to_u16
+from ..data.io import ImageReadError, list_images, read_rgb_u8, write_png
+from ..depth.ids import MODEL_IDS
+from .common import make_parser, print_failures
 
 DEFAULT_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
@@ -38,9 +40,10 @@ def image_folder(split_dir: Path, image_dir: str | None) -> Path:
     raise FileNotFoundError(f"no image folder in {split_dir} (expected 'im' or 'images'; set --image_dir)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data_root", type=Path, required=True)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = make_parser(__doc__, prog)
+    p.add_argument("--data_root", type=Path, required=True,
+                   help="dataset root holding the split folders (e.g. DIS5K with DIS-TR, DIS-VD, DIS-TE1..4)")
     p.add_argument("--splits", nargs="+", default=None, help="split folders (default: the DIS-5K splits present)")
     p.add_argument("--model", default=None, help="local Depth Anything folder or hub id (overrides --model_size)")
     p.add_argument("--model_size", choices=sorted(MODEL_IDS), default="large", help="Depth Anything V2 size")
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out_name", default="depth", help="output folder name inside each split")
     p.add_argument("--image_dir", default=None, help="image folder name inside each split (default: im or images)")
     p.add_argument("--overwrite", action="store_true", help="recompute maps that already exist")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     args = p.parse_args(argv)
     if args.input_size < 14:
         p.error(f"--input_size must be at least 14, got {args.input_size}")
@@ -79,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(todo)} to compute")
     if not todo:
         return 0
+    from ..depth.anything import DepthEstimator, depth_to_u16
+
     try:
-        estimator = DepthEstimator(args.model or args.model_size, device=args.device, input_size=args.input_size)
+        estimator = DepthEstimator(args.model or args.model_size, device=args.device, input_size=args.input_size,
+                                   flag="--model" if args.model else "--model_size")
     except (RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -109,7 +115,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"wrote {len(todo)} depth maps")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

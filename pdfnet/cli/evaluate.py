@@ -1,12 +1,12 @@
-#!/usr/bin/env python
 """Evaluate DIS predictions with the standard metrics (maxF, meanF, adpF, wF, MAE, Sm, meanEm, maxEm, adpEm, HCE).
+``pdfnet eval`` = ``python evaluate.py``.
 
 Saved maps of any method, matched to the GT by file stem:
-  python evaluate.py --pred_dir results/DIS-TE1 --gt_dir DIS5K/DIS-TE1/gt --json te1.json
+  pdfnet eval --pred_dir results/DIS-TE1 --gt_dir DIS5K/DIS-TE1/gt --json te1.json
 
-Our model (or an official checkpoint) on a DIS-5K split, with pseudo-depth maps cached in <split>/depth
-(scripts/prepare_depth.py), or computed on the fly with --depth_model large:
-  python evaluate.py --ckpt best.pth --split DIS-TE1 --data_root DIS5K [--tta] [--save_dir preds/]
+Our model (a .pth, an official checkpoint, a save_pretrained folder or a hub id) on a DIS-5K split, with
+pseudo-depth maps cached in <split>/depth (pdfnet depth), or computed on the fly with --depth_model large:
+  pdfnet eval --ckpt best.pth --split DIS-TE1 --data_root DIS5K [--tta] [--save_dir preds/]
   --split also takes DIS-VD, DIS-TE (the four test splits and their overall) and all.
 
 Metric conventions are PySODMetrics' (HCE: the official DIS definition); ``maxF (mean-PR)`` is the official PDFNet
@@ -22,20 +22,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pdfnet.cli import print_failures
-from pdfnet.data.datasets import DatasetError, discover, evaluation_depth_folder, validate_samples
-from pdfnet.data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png
-from pdfnet.metrics import Evaluator
-from pdfnet.metrics.report import format_table
+from ..data.datasets import DEPTH_HINT, DatasetError, discover, evaluation_depth_folder, validate_samples
+from ..data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png
+from ..metrics import Evaluator
+from ..metrics.report import format_table
+from .common import checkpoint_problem, make_parser, print_failures
 
 TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    p = make_parser(__doc__, prog)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred_dir", type=Path, help="folder of predicted maps (8-bit images)")
-    src.add_argument("--ckpt", type=Path, help="our checkpoint or an official one")
+    src.add_argument("--ckpt", help="our .pth, an official checkpoint, a save_pretrained folder or a hub id")
     p.add_argument("--gt_dir", type=Path, help="folder of GT masks (with --pred_dir)")
     p.add_argument("--allow_missing", action="store_true",
                    help="evaluate the maps present in both folders instead of failing on missing/extra files")
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tiled high-resolution inference (global pass + full-resolution tiles) for large images")
     p.add_argument("--batch_size", type=int, default=None, help="images per forward pass (default: config's)")
     p.add_argument("--save_dir", type=Path, default=None, help="also save the predicted maps here (per split)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--json", type=Path, default=None, help="write metrics, image count and per-image values")
     p.add_argument("--table", choices=("plain", "md"), default="plain",
                    help="md: markdown with the paper's reported PDFNet numbers beside ours")
@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--pred_dir needs --gt_dir")
     if args.ckpt and not args.split:
         p.error("--ckpt needs --split")
+    if args.ckpt and (problem := checkpoint_problem(args.ckpt)):
+        p.error(problem)
     return args
 
 
@@ -116,8 +118,8 @@ def evaluate_folders(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
-    from pdfnet.data.io import read_depth, read_rgb_u8
-    from pdfnet.engine.inference import Predictor, load_model
+    from ..data.io import read_depth, read_rgb_u8
+    from ..engine.inference import Predictor, load_model
 
     model, cfg = load_model(args.ckpt, args.device)
     # Command-line values override the checkpoint config's data/eval settings.
@@ -130,7 +132,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
     splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
     estimator = None
     if args.depth_model:
-        from pdfnet.depth import DepthEstimator
+        from ..depth import DepthEstimator
 
         estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
     results, failures = {}, []
@@ -140,7 +142,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
         depth_dir = args.depth_dir or evaluation_depth_folder(cfg.data, split)
         cached = (Path(root) / split / depth_dir).is_dir()
         samples = discover(root, split, cfg.data.layout, image_dir=cfg.data.image_dir, mask_dir=cfg.data.mask_dir,
-                           depth_dir=depth_dir, need_depth=cached or estimator is None)
+                           depth_dir=depth_dir, need_depth=cached or estimator is None,
+                           depth_hint=f"{DEPTH_HINT}, or compute depth on the fly with --depth_model large")
         validate_samples(samples)  # every unreadable file or size mismatch, before any inference
         evaluator = new_evaluator(args)
         bar = tqdm(total=len(samples), desc=split, unit="img")
@@ -175,8 +178,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
     return results, failures
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     try:
         results, failures = evaluate_checkpoint(args) if args.ckpt else evaluate_folders(args)
     except (ValueError, FileNotFoundError, DatasetError, RuntimeError) as err:
@@ -193,7 +196,3 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_bytes(args.json, json.dumps(payload, indent=1).encode("utf-8"))
         print(f"\nwrote {args.json}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

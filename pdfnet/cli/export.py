@@ -1,8 +1,8 @@
-#!/usr/bin/env python
-"""Export a PDFNet checkpoint (ours or official) to ONNX and check it against PyTorch with onnxruntime.
+"""Export a PDFNet checkpoint (ours, official, a save_pretrained folder or a hub id) to ONNX and check it against
+PyTorch with onnxruntime. ``pdfnet export`` = ``python scripts/export_onnx.py``.
 
-  python scripts/export_onnx.py --ckpt best.pth --out pdfnet.onnx                       # [1,3,S,S] -> [1,1,S,S]
-  python scripts/export_onnx.py --ckpt PDFNet_Best.pth --out pdfnet.onnx --size 1024 --dynamic
+  pdfnet export --ckpt best.pth --out pdfnet.onnx                       # [1,3,S,S] -> [1,1,S,S]
+  pdfnet export --ckpt PDFNet_Best.pth --out pdfnet.onnx --size 1024 --dynamic
 
 Inputs, in this order: ``image`` [B,3,H,W] float32 (RGB / 255, ImageNet mean/std normalised) and ``depth`` [B,1,H,W]
 float32 (any range: min-max normalised per sample inside). Output: ``probs`` [B,1,H,W] in [0,1]. Without --dynamic,
@@ -12,9 +12,10 @@ network and resizes the probabilities back (what predict.py does). Needs the ext
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from .common import checkpoint_problem, make_parser
 
 TOLERANCE = 1e-3  # max |probability difference| between onnxruntime and PyTorch
 
@@ -26,9 +27,10 @@ def verification_shapes(size: int, dynamic: bool, batch: int = 1) -> list[tuple[
     return [(batch, size, size), (1, max(64, (3 * size // 4) // 64 * 64), size + 128)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True, help="our checkpoint or an official one")
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = make_parser(__doc__, prog)
+    p.add_argument("--ckpt", required=True,
+                   help="our .pth, an official checkpoint, a save_pretrained folder or a hub id")
     p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     p.add_argument("--size", type=int, default=None, help="network input size (default: the checkpoint config's)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
@@ -42,9 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify_batch < 1:
         print(f"error: --verify_batch must be at least 1, got {args.verify_batch}", file=sys.stderr)
         return 2
+    if problem := checkpoint_problem(args.ckpt):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
 
-    from pdfnet.engine.export import export_onnx, verify_onnx
-    from pdfnet.engine.inference import load_model
+    from ..engine.export import export_onnx, verify_onnx
+    from ..engine.inference import load_model
 
     try:
         model, cfg = load_model(args.ckpt, "cpu")
@@ -71,7 +76,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the exported model differs from PyTorch by {worst:.2e} > {TOLERANCE:g}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
-#!/usr/bin/env python
 """Predict DIS masks for your own images (a file or a folder), at each image's own size.
+``pdfnet predict`` = ``python scripts/predict.py``.
 
-  python scripts/predict.py --ckpt pdfnet_best_ours.pth --input photos/ --output masks/ --depth_model large
-  python scripts/predict.py --ckpt PDFNet_Best.pth --input img.jpg --output out/ --depth_dir depth/ --format rgba
-  python scripts/predict.py --ckpt best.pth --input big_photos/ --output masks/ --depth_model large --tile --half
+  pdfnet predict --ckpt pdfnet_best_ours.pth --input photos/ --output masks/ --depth_model large
+  pdfnet predict --ckpt owner/pdfnet-dis5k --input img.jpg --output out/ --depth_dir depth/ --format rgba
+  pdfnet predict --ckpt best.pth --input big_photos/ --output masks/ --depth_model large --tile --half
 
 Depth comes from --depth_dir (cached maps named like the images, 8- or 16-bit, e.g. from prepare_depth.py) or is
 computed with Depth Anything V2 (--depth_model: folder, hub id, or small/base/large). Outputs keep the input's file
@@ -17,39 +17,28 @@ status is 1 at the end.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pdfnet.cli import print_failures
-from pdfnet.data.io import (
+from ..data.io import (
     IMAGE_EXTENSIONS,
+    OUTPUT_FORMATS,
     ImageReadError,
     list_images,
     probs_to_u8,
     read_depth,
     read_rgb_u8,
+    render_output,
     write_png,
 )
+from .common import checkpoint_problem, make_parser, print_failures
 
 
-def render(image_rgb: np.ndarray, mask_u8: np.ndarray, fmt: str) -> np.ndarray:
-    """The output array for a format: mask [H,W], rgba [H,W,4], or overlay [H,W,3]."""
-    if fmt == "mask":
-        return mask_u8
-    if fmt == "rgba":
-        return np.dstack([image_rgb, mask_u8])
-    alpha = (mask_u8.astype(np.float32) / 255.0)[..., None]
-    tint = np.array([255, 40, 40], np.float32)
-    return (image_rgb * (1 - 0.6 * alpha) + tint * 0.6 * alpha).clip(0, 255).astype(np.uint8)
-
-
-class Photos(Dataset):
+class Photos:
     """(name, image uint8 [H,W,3] | None, cached depth float [H,W] | None, error | None) per input image; read in
     DataLoader workers so that decoding overlaps inference. Errors are returned, not raised: the run goes on."""
 
@@ -77,9 +66,10 @@ class Photos(Dataset):
             return name, None, None, str(err)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True, help="our checkpoint or an official one")
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = make_parser(__doc__, prog)
+    p.add_argument("--ckpt", required=True,
+                   help="our .pth, an official checkpoint, a save_pretrained folder or a hub id")
     p.add_argument("--input", type=Path, required=True, help="an image or a folder of images")
     p.add_argument("--output", type=Path, required=True, help="output folder")
     depth = p.add_mutually_exclusive_group(required=True)
@@ -94,10 +84,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="images larger than --size: a global pass plus overlapping full-resolution tiles")
     p.add_argument("--tile_overlap", type=int, default=None,
                    help="minimum tile overlap in pixels (default: a quarter of --size, 256 at 1024)")
-    p.add_argument("--format", choices=("mask", "rgba", "overlay"), default="mask")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default="mask",
+                   help="mask: 8-bit PNG; rgba: the image cut out (mask as alpha); overlay: mask tinted over the image")
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=2, help="processes reading images ahead of the model")
     args = p.parse_args(argv)
+    if problem := checkpoint_problem(args.ckpt):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.batch_size is not None and args.batch_size < 1:
         print(f"error: --batch_size must be at least 1, got {args.batch_size}", file=sys.stderr)
         return 2
@@ -124,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
 
-    from pdfnet.engine.inference import Predictor, load_model
-    from pdfnet.engine.validation import collate_as_is
+    from torch.utils.data import DataLoader
+
+    from ..engine.inference import Predictor, load_model
+    from ..engine.validation import collate_as_is
 
     try:
         model, cfg = load_model(args.ckpt, args.device)
@@ -133,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
                                           batch_size=args.batch_size, tile=args.tile, tile_overlap=args.tile_overlap)
         if predictor.tile and not 0 <= predictor.overlap < predictor.size:
             raise RuntimeError(f"--tile_overlap must be in [1, {predictor.size}) pixels, got {predictor.overlap}")
+        estimator = None
+        if args.depth_model:
+            from ..depth import DepthEstimator
+
+            estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
     except (RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    estimator = None
-    if args.depth_model:
-        from pdfnet.depth import DepthEstimator
-
-        estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
 
     failures: list[str] = []
     writes: list[tuple[str, Future]] = []
@@ -155,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             if estimator is not None:
                 depths = estimator(list(images))
             for name, image, probs in zip(names, images, predictor(list(images), list(depths))):
-                out = render(image, probs_to_u8(probs), args.format)
+                out = render_output(image, probs_to_u8(probs), args.format)
                 writes.append((name, writer.submit(write_png, args.output / f"{name}.png", out)))
             bar.update(len(batch))
             batch.clear()
@@ -178,7 +174,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"wrote {len(inputs)} {args.format} PNG(s) to {args.output}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

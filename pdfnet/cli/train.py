@@ -1,10 +1,9 @@
-#!/usr/bin/env python
-"""Train PDFNet.
+"""Train PDFNet (``pdfnet train`` = ``python train.py``).
 
-  python train.py --config configs/dis5k.yaml
-  python train.py --config configs/smoke.yaml --opt data.root=runs/synthetic_dis --opt train.epochs=5
-  python train.py --resume auto --config configs/dis5k.yaml        # continue <train.out_dir>/last.pth if present
-  python train.py --resume runs/dis5k/last.pth                      # the checkpoint's own config (+ --opt)
+  pdfnet train --config configs/dis5k.yaml
+  pdfnet train --config configs/smoke.yaml --opt data.root=runs/synthetic_dis train.epochs=5
+  pdfnet train --resume auto --config configs/dis5k.yaml         # continue <train.out_dir>/last.pth if present
+  pdfnet train --resume runs/dis5k/last.pth                       # the checkpoint's own config (+ --opt)
   torchrun --nproc_per_node 4 train.py --config configs/dis5k.yaml  # one process per GPU (DDP)
 
 Every knob is a config key (pdfnet/config.py); --opt overrides any of them as key=value (YAML value).
@@ -16,15 +15,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from pdfnet.config import Config, ConfigError, config_to_dict, load_config
-from pdfnet.data.datasets import DatasetError
-from pdfnet.engine.checkpoint import CheckpointError, load_checkpoint
+from ..config import Config, ConfigError, config_to_dict, load_config
+from ..data.datasets import DatasetError, check_root
+from .common import add_opt_argument, make_parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    p = make_parser(__doc__, prog)
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: the checkpoint's with --resume)")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    add_opt_argument(p)
     p.add_argument("--resume", default=None, metavar="PATH|auto",
                    help="continue from a last.pth; 'auto' = <train.out_dir>/last.pth when it exists")
     p.add_argument("--no_progress", action="store_true", help="no tqdm bars (logs only)")
@@ -45,6 +44,8 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
 def resolve_run(args: argparse.Namespace) -> tuple[Config, Path | None]:
     """The run's config and the checkpoint to resume (None: a new run)."""
     if args.resume not in (None, "auto"):
+        from ..engine.checkpoint import CheckpointError, load_checkpoint
+
         ckpt_path = Path(args.resume)
         stored = load_checkpoint(ckpt_path).get("config")
         if args.config is None and stored is None:
@@ -68,14 +69,23 @@ def resolve_run(args: argparse.Namespace) -> tuple[Config, Path | None]:
     return cfg, None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from pdfnet.device import DeviceError
-    from pdfnet.engine.distributed import DistributedSetupError
-    from pdfnet.engine.trainer import Trainer, TrainingError
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
+    try:  # the config (and a fresh run's data root) are checked before torch is imported: mistakes show at once
+        if args.resume in (None, "auto"):
+            cfg, resume = resolve_run(args)
+            check_root(cfg.data.root)
+    except (ConfigError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from ..device import DeviceError
+    from ..engine.checkpoint import CheckpointError
+    from ..engine.distributed import DistributedSetupError
+    from ..engine.trainer import Trainer, TrainingError
 
     try:
-        cfg, resume = resolve_run(args)
+        if args.resume not in (None, "auto"):
+            cfg, resume = resolve_run(args)
         Trainer(cfg, resume=resume, show_progress=not args.no_progress).fit()
     except (ConfigError, DatasetError, CheckpointError, TrainingError, DistributedSetupError,
             DeviceError) as err:
@@ -86,7 +96,3 @@ def main(argv: list[str] | None = None) -> int:
               "train.save_every_steps step)", file=sys.stderr)
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,11 +29,16 @@ class Sample:
     depth_target: Path | None = None
 
 
+DEPTH_HINT = "make it with `pdfnet depth` or scripts/prepare_depth.py"
+
+
 def discover_split(root: str | Path, split: str, image_dir: str = "im", mask_dir: str = "gt",
-                   depth_dir: str = "depth", need_masks: bool = True, need_depth: bool = True) -> list[Sample]:
+                   depth_dir: str = "depth", need_masks: bool = True, need_depth: bool = True,
+                   depth_hint: str = DEPTH_HINT) -> list[Sample]:
     """Samples of ``<root>/<split>/{image_dir,mask_dir,depth_dir}`` matched by file stem, sorted by name.
 
-    Raises :class:`DatasetError` listing all missing folders/files at once (no silent skipping).
+    Raises :class:`DatasetError` listing all missing folders/files at once (no silent skipping); ``depth_hint``
+    says how to make a missing depth folder.
     """
     base = Path(root) / split
     problems: list[str] = []
@@ -47,7 +52,7 @@ def discover_split(root: str | Path, split: str, image_dir: str = "im", mask_dir
     listed = {}
     for kind, folder in folders.items():
         if not folder.is_dir():
-            hint = " (make it with scripts/prepare_depth.py)" if kind == "depth" else ""
+            hint = f" ({depth_hint})" if kind == "depth" else ""
             problems.append(f"missing {kind} folder {folder}{hint}")
             continue
         try:
@@ -71,9 +76,16 @@ def discover_split(root: str | Path, split: str, image_dir: str = "im", mask_dir
             for name, path in images.items()]
 
 
-def _detect_layout(root: Path, split: str) -> str:
+def check_root(root: str | Path) -> Path:
+    """``root`` as a Path; DatasetError naming data.root when it is not a folder."""
+    root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist (set data.root, e.g. --opt data.root=/path/to/DIS5K)")
+    return root
+
+
+def _detect_layout(root: Path, split: str) -> str:
+    check_root(root)
     if (root / split / "im").is_dir():
         return "dis5k"
     if (root / split / "images").is_dir():
@@ -112,7 +124,8 @@ def read_list_file(path: Path, need_masks: bool = True, need_depth: bool = True)
 
 
 def discover(root: str | Path, split: str, layout: str = "auto", image_dir: str = "im", mask_dir: str = "gt",
-             depth_dir: str = "depth", need_masks: bool = True, need_depth: bool = True) -> list[Sample]:
+             depth_dir: str = "depth", need_masks: bool = True, need_depth: bool = True,
+             depth_hint: str = DEPTH_HINT) -> list[Sample]:
     """Samples of a split in any supported layout (see DataConfig.layout)."""
     root = Path(root)
     layout = _detect_layout(root, split) if layout == "auto" else layout
@@ -121,8 +134,8 @@ def discover(root: str | Path, split: str, layout: str = "auto", image_dir: str 
                               need_depth)
     if layout == "official":
         depth = depth_dir if (root / split / depth_dir).is_dir() else "depth_large"
-        return discover_split(root, split, "images", "masks", depth, need_masks, need_depth)
-    return discover_split(root, split, image_dir, mask_dir, depth_dir, need_masks, need_depth)
+        return discover_split(root, split, "images", "masks", depth, need_masks, need_depth, depth_hint)
+    return discover_split(root, split, image_dir, mask_dir, depth_dir, need_masks, need_depth, depth_hint)
 
 
 def validate_samples(samples: list[Sample]) -> None:
@@ -181,8 +194,8 @@ def training_samples(cfg: DataConfig) -> tuple[list[Sample], list[str]]:
     elif wanted and len(present) < len(wanted):
         missing = [str(split_dir / d) for d in wanted if d not in present]
         raise DatasetError("depth folders named by data.depth_choices / data.depth_target_dir are missing:\n  "
-                           + "\n  ".join(missing) + "\nmake them with scripts/prepare_depth.py --out_name NAME, or "
-                           "set data.depth_choices=[] data.depth_target_dir=''")
+                           + "\n  ".join(missing) + "\nmake them with `pdfnet depth --out_name NAME` "
+                           "(scripts/prepare_depth.py), or set data.depth_choices=[] data.depth_target_dir=''")
     first = choices[0] if choices else cfg.depth_dir
     samples = discover(root, cfg.train_split, cfg.layout, cfg.image_dir, cfg.mask_dir, first)
     extra = {}

@@ -1,0 +1,68 @@
+"""Web demo (Gradio): upload an image, get the mask, the cut-out (RGBA, downloadable) and the pseudo-depth side by
+side, with TTA and tiling switches. ``pdfnet demo`` = ``python scripts/demo.py``; needs pip install -e ".[demo]".
+
+  pdfnet demo --ckpt best.pth                                   # http://127.0.0.1:7860, Depth Anything V2 large
+  pdfnet demo --ckpt owner/pdfnet-dis5k --depth_model small --port 8080 --device cuda
+  pdfnet demo --ckpt best.pth --host 0.0.0.0                    # reachable from other machines
+
+Runs on CPU or GPU. Examples: the images of --examples (default: ../shared/data/dis5k-samples when present).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .common import checkpoint_problem, make_parser
+
+DEFAULT_EXAMPLES = Path("..") / "shared" / "data" / "dis5k-samples"
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = make_parser(__doc__, prog)
+    p.add_argument("--ckpt", required=True,
+                   help="our .pth, an official checkpoint, a save_pretrained folder or a hub id")
+    p.add_argument("--depth_model", default="large",
+                   help="Depth Anything V2 for the pseudo-depth: small, base, large, a folder or a hub id")
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--half", action="store_true", default=None, help="bf16 autocast (fp16 on GPUs without bf16)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860, help="port to listen on")
+    p.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES,
+                   help="folder of example images, or of splits with im/ folders ('' = none)")
+    p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    args = p.parse_args(argv)
+    if problem := checkpoint_problem(args.ckpt):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print('error: the demo needs Gradio: pip install -e ".[demo]"', file=sys.stderr)
+        return 2
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    demo, _ = build(args)
+    if demo is None:
+        return 2
+    print(f"PDFNet demo on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+    return 0
+
+
+def build(args):
+    """(Gradio Blocks, Segmenter) for parsed arguments, or (None, None) after printing the error."""
+    from ..depth import DepthEstimator
+    from ..engine.demo import Segmenter, build_demo, example_images
+    from ..engine.inference import load_model
+
+    try:
+        model, cfg = load_model(args.ckpt, args.device)
+        estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
+    except (RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None, None
+    segmenter = Segmenter(model, cfg, estimator, half=args.half)
+    description = (f"Model `{args.ckpt}` ({cfg.model.variant}, input {cfg.data.size}²), depth `{args.depth_model}`, "
+                   f"device `{next(model.parameters()).device}`.")
+    return build_demo(segmenter, example_images(args.examples), description), segmenter

@@ -1,0 +1,92 @@
+"""The web demo: a Gradio page over :class:`~pdfnet.engine.inference.Predictor` (extra ``[demo]``).
+
+Upload an image; Depth Anything makes its pseudo-depth, PDFNet predicts the mask at the image's own size, and the
+page shows the mask, the cut-out (RGBA PNG, downloadable) and the depth map side by side, with the TTA and tiling
+switches of ``pdfnet predict``. ``pdfnet demo`` (pdfnet/cli/demo.py) loads the models and launches it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..data.io import list_images, probs_to_u8, render_output, write_png
+from .inference import Predictor
+
+DepthFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+TITLE = "PDFNet: dichotomous image segmentation"
+API_NAME = "segment"
+
+
+def example_images(folder: str | os.PathLike | None, limit: int = 6) -> list[str]:
+    """Up to ``limit`` images for the example gallery: ``folder`` itself, or the ``im``/``images`` folders of the
+    splits inside it (e.g. ../shared/data/dis5k-samples), sorted by name. Missing folder: none."""
+    if not folder or not Path(folder).is_dir():
+        return []
+    root = Path(folder)
+    candidates = [root] + sorted(p / name for p in root.iterdir() if p.is_dir() for name in ("im", "images"))
+    found: list[str] = []
+    for candidate in candidates:
+        if candidate.is_dir():
+            found += [str(path) for _, path in sorted(list_images(candidate).items())]
+    return found[:limit]
+
+
+class Segmenter:
+    """image uint8 [H,W,3] -> (mask uint8 [H,W], cut-out uint8 [H,W,4], depth uint8 [H,W], cut-out PNG path).
+
+    ``depth_fn`` maps RGB images to depth maps in [0,1] (a :class:`~pdfnet.depth.DepthEstimator`).
+    """
+
+    def __init__(self, model, cfg: Config, depth_fn: DepthFn, half: bool | None = None) -> None:
+        self.model, self.cfg, self.depth_fn, self.half = model, cfg, depth_fn, half
+        self.out_dir = Path(tempfile.mkdtemp(prefix="pdfnet-demo-"))
+        self.count = 0
+
+    def __call__(self, image: np.ndarray | None, tta: bool = False, tile: bool = False):
+        if image is None:
+            raise ValueError("upload an image first")
+        image = np.ascontiguousarray(image[..., :3] if image.ndim == 3 else np.dstack([image] * 3), dtype=np.uint8)
+        depth = self.depth_fn([image])[0]
+        predictor = Predictor.from_config(self.model, self.cfg, tta=bool(tta), tile=bool(tile), half=self.half,
+                                          batch_size=1)
+        mask = probs_to_u8(predictor([image], [depth])[0])
+        cutout = render_output(image, mask, "rgba")
+        self.count += 1
+        path = self.out_dir / f"cutout_{self.count:05d}.png"
+        write_png(path, cutout)
+        return mask, cutout, probs_to_u8(depth), str(path)
+
+
+def build_demo(segmenter: Segmenter, examples: Sequence[str] = (), description: str = ""):
+    """The Gradio Blocks page; its one API endpoint is ``/segment`` (image, tta, tile) -> the four outputs."""
+    import gradio as gr
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"## {TITLE}\n{description}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(type="numpy", image_mode="RGB", sources=["upload", "clipboard"], label="image",
+                                 elem_id="input-image")
+                with gr.Row():
+                    tta = gr.Checkbox(False, label="TTA (flip x 3 scales)", elem_id="tta")
+                    tile = gr.Checkbox(False, label="tiling (large images)", elem_id="tile")
+                run = gr.Button("Segment", variant="primary", elem_id="segment")
+                if examples:
+                    gr.Examples(examples=[[path] for path in examples], inputs=[image], label="DIS-5K samples")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    mask = gr.Image(label="mask", format="png", image_mode="L", elem_id="mask",
+                                    buttons=["download", "fullscreen"])
+                    cutout = gr.Image(label="cut-out (RGBA)", format="png", image_mode="RGBA", elem_id="cutout",
+                                      buttons=["download", "fullscreen"])
+                    depth = gr.Image(label="pseudo-depth", format="png", image_mode="L", elem_id="depth",
+                                     buttons=["download", "fullscreen"])
+                download = gr.File(label="cut-out PNG", elem_id="cutout-file")
+        run.click(segmenter, inputs=[image, tta, tile], outputs=[mask, cutout, depth, download], api_name=API_NAME)
+    return demo
