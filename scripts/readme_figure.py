@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Draw the README's "Use it on your images" figure with scripts/predict.py.
+"""Draw the README's figure with `pdfnet predict` (pdfnet/cli/predict.py).
 
   python scripts/quickstart.py            # trains the tiny model this uses (runs/quickstart/run/best.pth)
   python scripts/readme_figure.py --out docs/predict_example.jpg
@@ -37,14 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.ckpt} not found; run `python scripts/quickstart.py` first or pass --ckpt",
               file=sys.stderr)
         return 2
-    import predict  # scripts/predict.py
+    from pdfnet.cli.predict import main as predict
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_split(tmp, "photos", args.scenes, args.size, seed=0, first_index=900_000)
         split = tmp / "photos"
         for fmt in ("mask", "overlay"):
-            rc = predict.main(["--ckpt", str(args.ckpt), "--input", str(split / "im"), "--output",
+            rc = predict(["--ckpt", str(args.ckpt), "--input", str(split / "im"), "--output",
                                str(tmp / fmt), "--depth_dir", str(split / "depth"), "--format", fmt,
                                "--workers", "0"])
             if rc != 0:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-import evaluate
+from pdfnet.cli import evaluate
 from pdfnet.data.io import read_gray_u8, write_png
 from pdfnet.metrics import Evaluator
 

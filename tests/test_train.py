@@ -106,6 +106,23 @@ def test_gradient_accumulation_matches_a_larger_batch(synthetic_root, tmp_path):
     _assert_same_update(big, accum)
 
 
+def test_prediction_panels_label_their_columns():
+    import numpy as np
+
+    from pdfnet.engine.validation import make_panel, panel_grid
+
+    rng = np.random.default_rng(0)
+    panel = make_panel(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8), rng.random((40, 60)),
+                       np.zeros((40, 60), np.uint8), rng.random((40, 60)), size=96)
+    grid = panel_grid([panel, panel])
+    assert grid.shape == (28 + 2 * 96, 4 * 96, 3) and grid.dtype == np.uint8
+    assert np.array_equal(grid[28:124], panel.permute(1, 2, 0).numpy())
+    header = grid[:28]
+    for column in range(4):  # dark label text in every column's header, white elsewhere
+        part = header[:, column * 96:(column + 1) * 96]
+        assert (part < 100).any() and (part == 255).mean() > 0.6
+
+
 def test_lr_schedule_constant_warmup_and_cosine():
     cfg = Config()
     assert lr_factor(0, cfg, 10) == lr_factor(999, cfg, 10) == 1.0  # the official recipe: constant 1e-5
@@ -249,7 +266,7 @@ def test_quickstart_end_to_end_short(tmp_path):
     assert (tmp_path / "qs" / "panel.png").is_file()
     import cv2
 
-    assert cv2.imread(str(tmp_path / "qs" / "panel.png")).shape == (2 * 192, 4 * 192, 3)
+    assert cv2.imread(str(tmp_path / "qs" / "panel.png")).shape == (28 + 2 * 192, 4 * 192, 3)  # column labels on top
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert again.returncode == 0 and "resumed from" in again.stdout and "epoch 1 step" not in again.stdout
 

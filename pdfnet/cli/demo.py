@@ -10,6 +10,7 @@ Runs on CPU or GPU. Examples: the images of --examples (default: ../shared/data/
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from .common import checkpoint_problem, make_parser
 DEFAULT_EXAMPLES = Path("..") / "shared" / "data" / "dis5k-samples"
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = make_parser(__doc__, prog)
     p.add_argument("--ckpt", required=True,
                    help="our .pth, an official checkpoint, a save_pretrained folder or a hub id")
@@ -32,7 +33,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES,
                    help="folder of example images, or of splits with im/ folders ('' = none)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     if problem := checkpoint_problem(args.ckpt):
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return 0
 
 
-def build(args):
+def build(args: argparse.Namespace):
     """(Gradio Blocks, Segmenter) for parsed arguments, or (None, None) after printing the error."""
     from ..depth import DepthEstimator
     from ..engine.demo import Segmenter, build_demo, example_images

@@ -4,6 +4,7 @@ resolution), sharded across ranks."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -82,6 +83,18 @@ def validate(model: torch.nn.Module, samples: list[Sample], size: int, ctx: Dist
     return evaluator.compute()["metrics"], shown
 
 
-def panel_grid(panels: list[torch.Tensor]) -> np.ndarray:
-    """Stack panels vertically: uint8 [H,W,3] for image files and tensorboard."""
-    return torch.cat(panels, dim=1).permute(1, 2, 0).numpy()
+PANEL_LABELS = ("image", "pseudo-depth", "ground truth", "prediction")
+
+
+def panel_grid(panels: list[torch.Tensor], labels: tuple[str, ...] = PANEL_LABELS) -> np.ndarray:
+    """Stack panels vertically under a white header naming the columns: uint8 [28+H,W,3] for image files and
+    tensorboard."""
+    grid = torch.cat(panels, dim=1).permute(1, 2, 0).numpy()
+    header = np.full((28, grid.shape[1], 3), 255, np.uint8)
+    column = grid.shape[1] // len(labels)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.55
+    for i, text in enumerate(labels):
+        (text_w, _), _ = cv2.getTextSize(text, font, scale, 1)
+        cv2.putText(header, text, (i * column + max(0, (column - text_w) // 2), 19), font, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return np.concatenate([header, grid], axis=0)

@@ -1,0 +1,104 @@
+"""The web demo, used as a user would: started on 127.0.0.1 with the tiny model and a tiny Depth Anything, driven
+through gradio_client (upload -> mask of the image's size) and through the page in headless Chromium."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from conftest import DIS_SAMPLES, REPO
+from pdfnet.data.io import read_gray_u8, write_png
+
+gradio = pytest.importorskip("gradio", reason="the demo needs the [demo] extra (gradio)")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+_spec = importlib.util.spec_from_file_location("demo_screenshot", REPO / "scripts" / "demo_screenshot.py")
+browser = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(browser)
+
+
+@pytest.fixture(scope="module")
+def running_demo(tmp_path_factory, tiny_depth_model):
+    """(url, segmenter, example image) of a demo served in this process; closed after the module."""
+    import torch
+
+    from pdfnet.cli.demo import build, parse_args
+    from pdfnet.config import Config
+    from pdfnet.engine.checkpoint import atomic_save, make_checkpoint
+    from pdfnet.models import build_model
+
+    folder = tmp_path_factory.mktemp("demo")
+    cfg = Config()
+    cfg.model.backbone, cfg.model.emb_dim, cfg.model.depth_head = "swin_tiny_test", 16, False
+    cfg.data.size = 128
+    torch.manual_seed(0)
+    atomic_save(make_checkpoint(build_model(cfg.model), cfg), folder / "tiny.pth")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (90, 150, 3), dtype=np.uint8)  # not square, not the model size
+    write_png(folder / "photo.png", image)
+    demo, segmenter = build(parse_args(["--ckpt", str(folder / "tiny.pth"), "--depth_model", str(tiny_depth_model),
+                                        "--device", "cpu", "--examples", str(DIS_SAMPLES)]))
+    assert demo is not None
+    port = browser.free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}", segmenter, folder / "photo.png"
+    finally:
+        demo.close()
+
+
+def test_gradio_client_upload_returns_a_mask_of_the_images_size(running_demo):
+    from gradio_client import Client, handle_file
+
+    url, _, photo = running_demo
+    client = Client(url, verbose=False)
+    mask, cutout, depth, cutout_file = client.predict(handle_file(str(photo)), False, False, api_name="/segment")
+    assert read_gray_u8(mask).shape == (90, 150)
+    assert read_gray_u8(depth).shape == (90, 150)
+    import cv2
+
+    rgba = cv2.imread(str(cutout_file), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (90, 150, 4)  # downloadable cut-out: the image with the mask as alpha
+    assert np.array_equal(rgba[..., 3], read_gray_u8(mask))
+    # the TTA and tiling switches reach the predictor (tiny model at 128: tiling takes the plain path)
+    mask_tta, *_ = client.predict(handle_file(str(photo)), True, True, api_name="/segment")
+    assert read_gray_u8(mask_tta).shape == (90, 150)
+
+
+def test_segmenter_matches_predict_on_the_same_inputs(running_demo, tmp_path):
+    """The page's answer is pdfnet predict's answer (same Predictor, same depth)."""
+    from pdfnet.cli import main
+    from pdfnet.data.io import read_rgb_u8
+
+    _, segmenter, photo = running_demo
+    image = read_rgb_u8(photo)
+    mask, _, depth_u8, _ = segmenter(image, False, False)
+    write_png(tmp_path / "depth" / "photo.png", (segmenter.depth_fn([image])[0] * 65535).round().astype(np.uint16))
+    checkpoint = photo.parent / "tiny.pth"
+    assert main(["predict", "--ckpt", str(checkpoint), "--input", str(photo), "--output", str(tmp_path / "out"),
+                 "--depth_dir", str(tmp_path / "depth"), "--workers", "0", "--device", "cpu"]) == 0
+    predicted = read_gray_u8(tmp_path / "out" / "photo.png")
+    assert np.abs(predicted.astype(int) - mask.astype(int)).max() <= 1  # 16-bit depth file vs float depth
+
+
+def test_examples_come_from_the_shared_samples_when_present(running_demo):
+    from pdfnet.engine.demo import example_images
+
+    examples = example_images(DIS_SAMPLES)
+    if not DIS_SAMPLES.is_dir():
+        assert examples == []
+        pytest.skip(f"{DIS_SAMPLES} not available")
+    assert 0 < len(examples) <= 6 and all(p.lower().endswith((".jpg", ".png")) for p in examples)
+
+
+def test_the_page_in_headless_chromium(running_demo, tmp_path):
+    if browser.find_browser() is None:
+        pytest.skip("no Chromium + chromedriver (Debian: apt-get install chromium chromium-driver; .ci/run does)")
+    pytest.importorskip("selenium", reason="pip install selenium (dev extra)")
+    url, _, photo = running_demo
+    srcs = browser.drive_in_browser(url, photo, screenshot=tmp_path / "page.png", timeout=120)
+    assert set(srcs) == {"mask", "cutout", "depth"}
+    assert (tmp_path / "page.png").stat().st_size > 10_000
