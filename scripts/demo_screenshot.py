@@ -34,8 +34,9 @@ def free_port() -> int:
 
 
 def drive_in_browser(url: str, image: str | Path, screenshot: str | Path | None = None, timeout: float = 180,
-                     size: tuple[int, int] = (1500, 900)) -> dict[str, str]:
-    """Upload ``image`` on the demo page at ``url``, press Segment, wait until every output shows an image.
+                     size: tuple[int, int] = (1500, 900), depth: str | Path | None = None) -> dict[str, str]:
+    """Upload ``image`` (and ``depth``, when given) on the demo page at ``url``, press Segment, wait until every
+    output shows an image.
 
     Returns {output elem_id: the image's src}. Raises TimeoutError naming the outputs that never appeared.
     """
@@ -60,13 +61,17 @@ def drive_in_browser(url: str, image: str | Path, screenshot: str | Path | None 
         upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#input-image input[type=file]"))
         upload.send_keys(str(Path(image).resolve()))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-image img"))
+        if depth is not None:
+            driver.find_element(By.CSS_SELECTOR, "#input-depth input[type=file]").send_keys(str(Path(depth).resolve()))
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-depth img"))
         driver.find_element(By.CSS_SELECTOR, "#segment").click()
 
         def shown(d):
             srcs = {}
             for name in OUTPUTS:
                 images = d.find_elements(By.CSS_SELECTOR, f"#{name} img")
-                if images and images[0].get_attribute("src"):
+                # decoded and drawn, not just referenced
+                if images and images[0].get_attribute("src") and images[0].get_property("naturalWidth"):
                     srcs[name] = images[0].get_attribute("src")
             return srcs if len(srcs) == len(OUTPUTS) else False
 
@@ -86,6 +91,7 @@ def drive_in_browser(url: str, image: str | Path, screenshot: str | Path | None 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", type=Path, required=True, help="the image to upload")
+    p.add_argument("--depth", type=Path, default=None, help="its depth map to upload (else Depth Anything's)")
     p.add_argument("--out", type=Path, default=None, help="where to save the screenshot (PNG)")
     p.add_argument("--url", default=None, help="a running demo; without it, --ckpt starts one")
     p.add_argument("--ckpt", default=None, help="start the demo with this checkpoint (pdfnet demo --ckpt)")
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         url = f"http://127.0.0.1:{port}"
     try:
-        srcs = drive_in_browser(url, args.image, args.out)
+        srcs = drive_in_browser(url, args.image, args.out, depth=args.depth)
     finally:
         if demo is not None:
             demo.close()

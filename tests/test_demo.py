@@ -55,7 +55,8 @@ def test_gradio_client_upload_returns_a_mask_of_the_images_size(running_demo):
 
     url, _, photo = running_demo
     client = Client(url, verbose=False)
-    mask, cutout, depth, cutout_file = client.predict(handle_file(str(photo)), False, False, api_name="/segment")
+    mask, cutout, depth, cutout_file = client.predict(handle_file(str(photo)), None, False, False,
+                                                      api_name="/segment")
     assert read_gray_u8(mask).shape == (90, 150)
     assert read_gray_u8(depth).shape == (90, 150)
     import cv2
@@ -64,8 +65,19 @@ def test_gradio_client_upload_returns_a_mask_of_the_images_size(running_demo):
     assert rgba.shape == (90, 150, 4)  # downloadable cut-out: the image with the mask as alpha
     assert np.array_equal(rgba[..., 3], read_gray_u8(mask))
     # the TTA and tiling switches reach the predictor (tiny model at 128: tiling takes the plain path)
-    mask_tta, *_ = client.predict(handle_file(str(photo)), True, True, api_name="/segment")
+    mask_tta, *_ = client.predict(handle_file(str(photo)), None, True, True, api_name="/segment")
     assert read_gray_u8(mask_tta).shape == (90, 150)
+    # an uploaded depth map replaces Depth Anything's (resized to the image when it is not its size)
+    write_png(photo.parent / "flat_depth.png", np.full((45, 75), 128, np.uint8))
+    _, _, shown_depth, _ = client.predict(handle_file(str(photo)), handle_file(str(photo.parent / "flat_depth.png")),
+                                          False, False, api_name="/segment")
+    assert np.all(read_gray_u8(shown_depth) == 128) and read_gray_u8(shown_depth).shape == (90, 150)
+    ramp = (np.arange(90 * 150, dtype=np.uint32).reshape(90, 150) * 4).astype(np.uint16)  # 16-bit values kept
+    write_png(photo.parent / "ramp_depth.png", ramp)
+    _, _, shown_depth, _ = client.predict(handle_file(str(photo)), handle_file(str(photo.parent / "ramp_depth.png")),
+                                          False, False, api_name="/segment")
+    expected = np.clip(np.rint(ramp / 65535.0 * 255), 0, 255).astype(np.uint8)
+    assert np.abs(read_gray_u8(shown_depth).astype(int) - expected).max() <= 1
 
 
 def test_segmenter_matches_predict_on_the_same_inputs(running_demo, tmp_path):
@@ -75,7 +87,7 @@ def test_segmenter_matches_predict_on_the_same_inputs(running_demo, tmp_path):
 
     _, segmenter, photo = running_demo
     image = read_rgb_u8(photo)
-    mask, _, depth_u8, _ = segmenter(image, False, False)
+    mask, _, depth_u8, _ = segmenter(image, None, False, False)
     write_png(tmp_path / "depth" / "photo.png", (segmenter.depth_fn([image])[0] * 65535).round().astype(np.uint16))
     checkpoint = photo.parent / "tiny.pth"
     assert main(["predict", "--ckpt", str(checkpoint), "--input", str(photo), "--output", str(tmp_path / "out"),

@@ -51,8 +51,11 @@ def test_dynamic_export_matches_pytorch_on_two_sizes(tiny_checkpoint, tmp_path, 
 
 
 def test_fixed_export_has_the_model_shape(tiny_checkpoint, tmp_path, capsys):
+    """Through the `pdfnet export` command (the same main() as scripts/export_onnx.py)."""
+    from pdfnet.cli import main
+
     out = tmp_path / "fixed.onnx"
-    assert export_script.main(["--ckpt", str(tiny_checkpoint), "--out", str(out)]) == 0
+    assert main(["export", "--ckpt", str(tiny_checkpoint), "--out", str(out)]) == 0
     assert "fixed [1,3,128,128]" in capsys.readouterr().out
     model = onnx.load(str(out))
     assert _dims(model, 0) == [1, 3, 128, 128] and _dims(model, 1) == [1, 1, 128, 128]

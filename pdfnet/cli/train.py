@@ -5,6 +5,7 @@
   pdfnet train --resume auto --config configs/dis5k.yaml         # continue <train.out_dir>/last.pth if present
   pdfnet train --resume runs/dis5k/last.pth                       # the checkpoint's own config (+ --opt)
   torchrun --nproc_per_node 4 train.py --config configs/dis5k.yaml  # one process per GPU (DDP)
+  torchrun --max_restarts 3 ... train.py ...                      # a restarted group resumes last.pth itself
 
 Every knob is a config key (pdfnet/config.py); --opt overrides any of them as key=value (YAML value).
 """
@@ -12,6 +13,7 @@ Every knob is a config key (pdfnet/config.py); --opt overrides any of them as ke
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -71,6 +73,13 @@ def resolve_run(args: argparse.Namespace) -> tuple[Config, Path | None]:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
+    if args.resume is None and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        from ..engine.distributed import elastic_restart_count
+
+        # torchrun restarted the group after a worker died: continue the run instead of refusing its last.pth.
+        print(f"torchrun restart {elastic_restart_count()}: resuming <train.out_dir>/last.pth if present "
+              "(as --resume auto)", flush=True)
+        args.resume = "auto"
     try:  # the config (and a fresh run's data root) are checked before torch is imported: mistakes show at once
         if args.resume in (None, "auto"):
             cfg, resume = resolve_run(args)

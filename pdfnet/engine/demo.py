@@ -1,8 +1,9 @@
 """The web demo: a Gradio page over :class:`~pdfnet.engine.inference.Predictor` (extra ``[demo]``).
 
-Upload an image; Depth Anything makes its pseudo-depth, PDFNet predicts the mask at the image's own size, and the
-page shows the mask, the cut-out (RGBA PNG, downloadable) and the depth map side by side, with the TTA and tiling
-switches of ``pdfnet predict``. ``pdfnet demo`` (pdfnet/cli/demo.py) loads the models and launches it.
+Upload an image (and, optionally, its depth map: a cached ``pdfnet depth`` map, say); otherwise Depth Anything makes
+the pseudo-depth. PDFNet predicts the mask at the image's own size, and the page shows the mask, the cut-out (RGBA
+PNG, downloadable) and the depth map side by side, with the TTA and tiling switches of ``pdfnet predict``.
+``pdfnet demo`` (pdfnet/cli/demo.py) loads the models and launches it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..data.io import list_images, probs_to_u8, render_output, write_png
+from ..data.io import list_images, probs_to_u8, read_depth, render_output, write_png
 from .inference import Predictor
 
 DepthFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
@@ -37,10 +38,23 @@ def example_images(folder: str | os.PathLike | None, limit: int = 6) -> list[str
     return found[:limit]
 
 
-class Segmenter:
-    """image uint8 [H,W,3] -> (mask uint8 [H,W], cut-out uint8 [H,W,4], depth uint8 [H,W], cut-out PNG path).
+def given_depth(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
+    """An uploaded depth map file (8- or 16-bit, gray or colour; read as training reads it) as float32 [H,W] in
+    [0,1] at the image's size [H,W]."""
+    import cv2
 
-    ``depth_fn`` maps RGB images to depth maps in [0,1] (a :class:`~pdfnet.depth.DepthEstimator`).
+    depth = read_depth(path)
+    if depth.shape != size:
+        depth = cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return depth
+
+
+class Segmenter:
+    """image uint8 [H,W,3] (+ optional depth map file) -> (mask uint8 [H,W], cut-out uint8 [H,W,4], depth uint8
+    [H,W], cut-out PNG path).
+
+    ``depth_fn`` maps RGB images to depth maps in [0,1] (a :class:`~pdfnet.depth.DepthEstimator`); it runs only when
+    no depth map is given.
     """
 
     def __init__(self, model, cfg: Config, depth_fn: DepthFn, half: bool | None = None) -> None:
@@ -48,11 +62,15 @@ class Segmenter:
         self.out_dir = Path(tempfile.mkdtemp(prefix="pdfnet-demo-"))
         self.count = 0
 
-    def __call__(self, image: np.ndarray | None, tta: bool = False, tile: bool = False):
+    def __call__(self, image: np.ndarray | None, depth: str | None = None, tta: bool = False,
+                 tile: bool = False):
         if image is None:
             raise ValueError("upload an image first")
         image = np.ascontiguousarray(image[..., :3] if image.ndim == 3 else np.dstack([image] * 3), dtype=np.uint8)
-        depth = self.depth_fn([image])[0]
+        if depth is None:
+            depth = self.depth_fn([image])[0]
+        else:
+            depth = given_depth(depth, image.shape[:2])
         predictor = Predictor.from_config(self.model, self.cfg, tta=bool(tta), tile=bool(tile), half=self.half,
                                           batch_size=1)
         mask = probs_to_u8(predictor([image], [depth])[0])
@@ -64,15 +82,20 @@ class Segmenter:
 
 
 def build_demo(segmenter: Segmenter, examples: Sequence[str] = (), description: str = ""):
-    """The Gradio Blocks page; its one API endpoint is ``/segment`` (image, tta, tile) -> the four outputs."""
+    """The Gradio Blocks page; its one API endpoint is ``/segment`` (image, depth or None, tta, tile) -> the four
+    outputs."""
     import gradio as gr
 
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}\n{description}")
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="numpy", image_mode="RGB", sources=["upload", "clipboard"], label="image",
-                                 elem_id="input-image")
+                with gr.Row():
+                    image = gr.Image(type="numpy", image_mode="RGB", sources=["upload", "clipboard"], label="image",
+                                     elem_id="input-image", scale=2)
+                    # a file path, so that 16-bit maps keep their precision (a numpy image would be 8-bit)
+                    depth_in = gr.Image(type="filepath", image_mode=None, sources=["upload"], elem_id="input-depth",
+                                        label="depth map (optional; else Depth Anything)", scale=1)
                 with gr.Row():
                     tta = gr.Checkbox(False, label="TTA (flip x 3 scales)", elem_id="tta")
                     tile = gr.Checkbox(False, label="tiling (large images)", elem_id="tile")
@@ -88,5 +111,6 @@ def build_demo(segmenter: Segmenter, examples: Sequence[str] = (), description: 
                     depth = gr.Image(label="pseudo-depth", format="png", image_mode="L", elem_id="depth",
                                      buttons=["download", "fullscreen"])
                 download = gr.File(label="cut-out PNG", elem_id="cutout-file")
-        run.click(segmenter, inputs=[image, tta, tile], outputs=[mask, cutout, depth, download], api_name=API_NAME)
+        run.click(segmenter, inputs=[image, depth_in, tta, tile], outputs=[mask, cutout, depth, download],
+                  api_name=API_NAME)
     return demo

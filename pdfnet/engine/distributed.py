@@ -50,6 +50,11 @@ def _env_int(name: str, default: str | None = None) -> int:
         raise DistributedSetupError(f"environment variable {name}={value!r} is not an integer") from err
 
 
+def elastic_restart_count() -> int:
+    """How many times torchrun (``--max_restarts``) has restarted this worker group; 0 outside torchrun."""
+    return _env_int("TORCHELASTIC_RESTART_COUNT", "0")
+
+
 def process_device(requested: torch.device, ctx: DistContext) -> torch.device:
     """The device this process trains on. Under torchrun a ``cuda`` request becomes ``cuda:<LOCAL_RANK>`` (an
     explicit ``cuda:N`` would put every process on the same GPU and is refused)."""
