@@ -151,3 +151,25 @@ def test_convert_through_pdfnet(tmp_path):
 
     assert PDFNet.from_pretrained(str(tmp_path / "hub")).variant == "v2026"
     assert main(["convert", str(tmp_path / "official.pth")]) == 2  # no output named
+
+
+def test_slurm_script_starts_one_torchrun_per_node_with_a_c10d_rendezvous(tmp_path):
+    """scripts/slurm_train.sh with stand-ins for scontrol and srun (which records its command line)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nprintf 'gpu-node-07\\ngpu-node-08\\n'\n")
+    (bin_dir / "srun").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'srun.txt'}\n")
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(REPO),
+           "SLURM_JOB_NODELIST": "gpu-node-[07-08]", "SLURM_NNODES": "2", "SLURM_JOB_ID": "4242",
+           "SLURM_GPUS_PER_NODE": "h100:4"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "slurm_train.sh"), "--config", "configs/dis5k.yaml"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    command = (tmp_path / "srun.txt").read_text().split()
+    assert command[:2] == ["--kill-on-bad-exit=1", "torchrun"]
+    text = " ".join(command)
+    assert "--nnodes 2 --nproc_per_node 4" in text and "--rdzv_id 4242 --rdzv_backend c10d" in text
+    assert "--rdzv_endpoint gpu-node-07:29500" in text and "--max_restarts 3" in text
+    assert text.endswith("train.py --resume auto --no_progress --config configs/dis5k.yaml")

@@ -130,6 +130,33 @@ def test_checkpoint_mode_all_test_splits_and_overall(tiny_checkpoint, tmp_path):
     assert set(splits) == {*evaluate.TEST_SPLITS, "DIS-TE"} and splits["DIS-TE"]["n_images"] == 4
 
 
+def test_several_checkpoints_or_a_run_directory_give_one_row_each(tiny_checkpoint, tmp_path, capsys):
+    from pdfnet.engine.checkpoint import atomic_save, load_checkpoint
+
+    root = tmp_path / "DIS5K"
+    _make_split(root, "DIS-VD", 2)
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt = load_checkpoint(tiny_checkpoint)
+    atomic_save(ckpt, run / "best.pth")
+    ckpt["model"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    atomic_save(ckpt, run / "last.pth")
+    atomic_save(ckpt, run / "epoch_003.pth")
+    common = ["--split", "DIS-VD", "--data_root", str(root), "--device", "cpu", "--no_hce"]
+    assert evaluate.main(["--ckpt", str(run), *common, "--json", str(tmp_path / "all.json")]) == 0
+    table = capsys.readouterr().out
+    rows = [line.split()[1] for line in table.splitlines() if line.startswith("DIS-VD")]
+    assert rows == ["run/best", "run/last", "run/epoch_003"]
+    by_ckpt = json.loads((tmp_path / "all.json").read_text())["checkpoints"]
+    assert list(by_ckpt) == [str(run / n) for n in ("best.pth", "last.pth", "epoch_003.pth")]
+    assert evaluate.main(["--ckpt", str(run / "best.pth"), *common, "--json", str(tmp_path / "one.json")]) == 0
+    assert json.loads((tmp_path / "one.json").read_text()) == by_ckpt[str(run / "best.pth")]
+    assert by_ckpt[str(run / "last.pth")]["metrics"] == by_ckpt[str(run / "epoch_003.pth")]["metrics"]
+    (tmp_path / "empty").mkdir()
+    assert evaluate.main(["--ckpt", str(tmp_path / "empty"), *common]) == 2
+    assert "no *.pth checkpoint" in capsys.readouterr().err
+
+
 def test_checkpoint_mode_missing_depth_is_a_clear_error(tiny_checkpoint, tmp_path, capsys):
     root = tmp_path / "DIS5K"
     _make_split(root, "DIS-VD", 1, depth=False)

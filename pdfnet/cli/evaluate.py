@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p = make_parser(__doc__, prog)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred_dir", type=Path, help="folder of predicted maps (8-bit images)")
-    src.add_argument("--ckpt", help="our .pth, an official checkpoint, a save_pretrained folder or a hub id")
+    src.add_argument("--ckpt", nargs="+", help="our .pth, an official checkpoint, a save_pretrained folder or a hub "
+                     "id; several, or a run directory (its *.pth files), give one table row each")
     p.add_argument("--gt_dir", type=Path, help="folder of GT masks (with --pred_dir)")
     p.add_argument("--allow_missing", action="store_true",
                    help="evaluate the maps present in both folders instead of failing on missing/extra files")
@@ -67,8 +68,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         p.error("--pred_dir needs --gt_dir")
     if args.ckpt and not args.split:
         p.error("--ckpt needs --split")
-    if args.ckpt and (problem := checkpoint_problem(args.ckpt)):
-        p.error(problem)
+    for ckpt in args.ckpt or []:
+        if problem := checkpoint_problem(ckpt):
+            p.error(problem)
     return args
 
 
@@ -117,17 +119,38 @@ def evaluate_folders(args: argparse.Namespace) -> tuple[dict, list[str]]:
     return {name: evaluator.compute()}, failures
 
 
-def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
+def expand_checkpoints(sources: list[str]) -> list[str]:
+    """``--ckpt`` values -> checkpoints: a training run directory stands for its ``*.pth`` files (best.pth first,
+    then last.pth, then the rest by name); files, save_pretrained folders and hub ids stand for themselves."""
+    out: list[str] = []
+    for source in sources:
+        folder = Path(source)
+        if folder.is_dir() and not (folder / "config.json").is_file():
+            found = sorted(folder.glob("*.pth"), key=lambda p: (p.name != "best.pth", p.name != "last.pth", p.name))
+            if not found:
+                raise ValueError(f"--ckpt {folder}: a folder with no *.pth checkpoint and no config.json")
+            out += [str(p) for p in found]
+        else:
+            out.append(source)
+    return out
+
+
+def evaluate_checkpoint(args: argparse.Namespace, ckpt: str, ctx, device) -> tuple[dict, list[str]]:
+    """Metrics of one checkpoint on ``args.split``. Under torchrun each rank predicts its share of every split and
+    rank 0 combines the per-image statistics in the one-process order, so the numbers equal a single process's."""
     from ..data.io import read_depth, read_rgb_u8
+    from ..engine.distributed import gather_objects, shard
     from ..engine.inference import Predictor, load_model
 
-    model, cfg = load_model(args.ckpt, args.device)
+    model, cfg = load_model(ckpt, device)
     # Command-line values override the checkpoint config's data/eval settings.
     predictor = Predictor.from_config(model, cfg, size=args.size, tta=args.tta, half=args.half, tile=args.tile,
                                       batch_size=args.batch_size)
     if predictor.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {predictor.batch_size}")
     save_dir = args.save_dir or (Path(cfg.eval.save_dir) if cfg.eval.save_dir else None)
+    if save_dir and len(args.ckpt) > 1:
+        save_dir = save_dir / Path(ckpt).stem
     root = args.data_root or Path(cfg.data.root)
     splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
     estimator = None
@@ -135,8 +158,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
         from ..depth import DepthEstimator
 
         estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
-    results, failures = {}, []
-    overall = new_evaluator(args)
+    results, failures, merged = {}, [], {}
     cfg.data.root = str(root)
     for split in splits:
         depth_dir = args.depth_dir or evaluation_depth_folder(cfg.data, split)
@@ -145,10 +167,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
                            depth_dir=depth_dir, need_depth=cached or estimator is None,
                            depth_hint=f"{DEPTH_HINT}, or compute depth on the fly with --depth_model large")
         validate_samples(samples)  # every unreadable file or size mismatch, before any inference
+        mine = shard(samples, ctx)
         evaluator = new_evaluator(args)
-        bar = tqdm(total=len(samples), desc=split, unit="img")
-        for start in range(0, len(samples), predictor.images_per_call):
-            batch = samples[start:start + predictor.images_per_call]
+        bar = tqdm(total=len(mine), desc=split, unit="img", disable=not ctx.is_main)
+        for start in range(0, len(mine), predictor.images_per_call):
+            batch = mine[start:start + predictor.images_per_call]
             chunk, images, depths, gts = [], [], [], []
             for sample in batch:
                 try:
@@ -166,33 +189,79 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 if save_dir:
                     write_png(save_dir / split / f"{sample.name}.png", pred)
                 evaluator.update(pred, gt, sample.name)
-                if len(splits) > 1 and split in TEST_SPLITS:
-                    overall.update(pred, gt, f"{split}/{sample.name}")
             bar.update(len(batch))
         bar.close()
+        parts = gather_objects(ctx, (evaluator.statistics(), failures))
+        failures = [line for _, lines in parts for line in lines]
         if failures:
-            return {}, failures
+            return {}, sorted(set(failures))
+        stats = {name: s for part, _ in parts for name, s in part.items()}
+        merged[split] = [(sample.name, stats[sample.name]) for sample in samples]  # the one-process order
+    if not ctx.is_main:
+        return {}, []
+    for split, pairs in merged.items():
+        evaluator = new_evaluator(args)
+        for name, s in pairs:
+            evaluator.add_statistics(name, s)
         results[split] = evaluator.compute()
-    if len(overall):
-        results["DIS-TE"] = overall.compute()
+    if len(splits) > 1:
+        overall = new_evaluator(args)
+        for split in TEST_SPLITS:
+            for name, s in merged.get(split, []):
+                overall.add_statistics(f"{split}/{name}", s)
+        if len(overall):
+            results["DIS-TE"] = overall.compute()
     return results, failures
+
+
+def evaluate_checkpoints(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """{checkpoint: {split: result}} for every ``--ckpt`` (rank 0 only under torchrun), and the failures."""
+    from ..engine.distributed import init_distributed, shutdown
+
+    ctx, device = init_distributed(args.device)
+    try:
+        out: dict[str, dict] = {}
+        for ckpt in expand_checkpoints(args.ckpt):
+            results, failures = evaluate_checkpoint(args, ckpt, ctx, device)
+            if failures:  # every rank has the gathered list and stops here; rank 0 reports it
+                return {}, (failures if ctx.is_main else [])
+            out[ckpt] = results
+        return (out if ctx.is_main else {}), []
+    finally:
+        shutdown(ctx)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
     try:
-        results, failures = evaluate_checkpoint(args) if args.ckpt else evaluate_folders(args)
+        if args.ckpt:
+            by_ckpt, failures = evaluate_checkpoints(args)
+            if not by_ckpt and not failures:
+                return 0  # a rank other than 0 under torchrun: rank 0 reports
+        else:
+            results, failures = evaluate_folders(args)
+            by_ckpt = {"": results}
     except (ValueError, FileNotFoundError, DatasetError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if failures:
         print_failures(failures, f"{len(failures)} image(s) failed; no results written:")
         return 1
-    table = {name: r["metrics"] for name, r in results.items()}
+    several = len(by_ckpt) > 1
+    table = {((split, _method_label(ckpt)) if several else split): r["metrics"]
+             for ckpt, results in by_ckpt.items() for split, r in results.items()}
     print()
     print(format_table(table, markdown=args.table == "md", with_paper=args.table == "md"))
     if args.json:
-        payload = results[next(iter(results))] if len(results) == 1 else {"splits": results}
+        payloads = {ckpt: (results[next(iter(results))] if len(results) == 1 else {"splits": results})
+                    for ckpt, results in by_ckpt.items()}
+        payload = {"checkpoints": payloads} if several else next(iter(payloads.values()))
         atomic_write_bytes(args.json, json.dumps(payload, indent=1).encode("utf-8"))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _method_label(ckpt: str) -> str:
+    """A checkpoint's row label: run/best.pth -> run/best (parent folder kept: runs often share file names)."""
+    path = Path(ckpt)
+    return f"{path.parent.name}/{path.stem}" if path.suffix == ".pth" and path.parent.name else path.name or ckpt

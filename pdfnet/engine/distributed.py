@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -96,6 +96,11 @@ def init_distributed(device_name: str = "auto") -> tuple[DistContext, torch.devi
         else:
             dist.init_process_group("gloo")
     return ctx, device
+
+
+def shard(items: Sequence[T], ctx: DistContext) -> list[T]:
+    """This rank's share of a work list: items r, r+W, r+2W, ... (disjoint, deterministic, together complete)."""
+    return list(items[ctx.rank::ctx.world_size])
 
 
 def barrier(ctx: DistContext) -> None:

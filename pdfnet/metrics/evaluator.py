@@ -118,6 +118,10 @@ class Evaluator:
             raise ValueError(f"statistics of {name!r} lack HCE but this evaluator computes it")
         self._stats[name] = stats
 
+    def statistics(self) -> dict[str, dict[str, Any]]:
+        """{name: image statistics} in the order added, for :meth:`add_statistics` elsewhere (e.g. on rank 0)."""
+        return dict(self._stats)
+
     def update_many(self, items: Iterable[tuple[str, np.ndarray, np.ndarray]], progress=None) -> None:
         """Add (name, pred_u8, gt_u8) pairs, in parallel when ``workers > 1``. ``progress`` is called per pair."""
         cache_dir = str(self.cache.root) if self.cache else None

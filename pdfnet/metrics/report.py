@@ -22,19 +22,23 @@ def _cell(key: str, value: float | None) -> str:
     return f"{value:.0f}" if key == "HCE" else f"{value:.3f}"
 
 
-def format_table(results: dict[str, dict[str, float]], markdown: bool = False, with_paper: bool = False) -> str:
-    """``results``: {split or dataset name: metrics}. 3 decimals, HCE as an integer; ``maxF_meanPR`` is the official
-    PDFNet protocol (F from dataset-mean precision/recall) and is labelled as such."""
+def format_table(results: dict[str | tuple[str, str], dict[str, float]], markdown: bool = False,
+                 with_paper: bool = False) -> str:
+    """``results``: {dataset name, or (dataset, method): metrics}; the method is "ours" when not given. 3 decimals,
+    HCE as an integer; ``maxF_meanPR`` is the official PDFNet protocol (F from dataset-mean precision/recall) and is
+    labelled as such."""
+    keyed = [(key if isinstance(key, tuple) else (key, "ours"), metrics) for key, metrics in results.items()]
     columns = [c for c in COLUMNS if any(c in m for m in results.values())]
     header = ["dataset", "method"] + [("maxF (mean-PR)" if c == "maxF_meanPR" else c) for c in columns]
-    rows = [[name, "ours"] + [_cell(c, metrics.get(c)) for c in columns] for name, metrics in results.items()]
+    rows = [[name, method] + [_cell(c, metrics.get(c)) for c in columns] for (name, method), metrics in keyed]
     if with_paper:
         paper = paper_results()
-        for name in results:
+        datasets = list(dict.fromkeys(name for (name, _), _ in keyed))
+        for name in datasets:
             if name in paper["maxF"]:
                 rows.append([name, paper["method"]] + [_cell(c, paper["maxF"][name] if c == "maxF" else None)
                                                         for c in columns])
-        rows.sort(key=lambda r: list(results).index(r[0]))
+        rows.sort(key=lambda r: datasets.index(r[0]))  # stable: the paper row after ours, per dataset
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
