@@ -100,6 +100,8 @@ class LossConfig:
     depth_weight: float = _knob(0.1, "SiLog loss weight on the depth head", min=0.0)
     silog_lambda: float = _knob(0.5, "SiLog variance weight", min=0.0, max=1.0)
     edge_weight: float = _knob(5.0, "structure loss boundary emphasis: 1 + edge_weight*|avgpool31(m)-m|", min=0.0)
+    wiou_smooth: float | None = _knob(None, "weighted-IoU smoothing in the structure loss, 1 - (I+s)/(U-I+s); null = "
+                                      "the official value of model.variant (v2025.03: 1, v2026: 1e-6)", min=0.0)
 
 
 @dataclass
@@ -214,6 +216,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
 
 
 def _check_rules(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
+    if value is None:  # only reachable where the annotation allows None (checked by _coerce); it means "default"
+        return
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"config key '{path}': got {value!r}; allowed: " + ", ".join(repr(c) for c in choices))

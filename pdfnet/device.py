@@ -4,6 +4,7 @@ CUDA backend switches. One home for these decisions, used by training, inference
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
@@ -46,10 +47,24 @@ def half_dtype(device: torch.device) -> torch.dtype:
 
 
 def autocast(device: torch.device, half: bool) -> contextlib.AbstractContextManager:
-    """Autocast to :func:`half_dtype` when ``half``; otherwise a no-op (float32)."""
+    """Autocast to :func:`half_dtype` when ``half``; otherwise a no-op (float32). On a CPU without native bfloat16
+    (no AVX512-BF16 or AMX) ``half`` runs in float32 instead, with a one-time notice: emulated bf16 is slower than
+    float32 there and less exact."""
     if not half:
         return contextlib.nullcontext()
+    if device.type == "cpu" and not native_bf16(device):
+        _notice_once("--half: this CPU has no native bfloat16 (AVX512-BF16/AMX); running in float32")
+        return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=half_dtype(device))
+
+
+_NOTICES: set[str] = set()
+
+
+def _notice_once(text: str) -> None:
+    if text not in _NOTICES:
+        _NOTICES.add(text)
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
 
 
 def training_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:

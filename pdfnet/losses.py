@@ -21,8 +21,13 @@ from torch import nn
 
 from .config import LossConfig
 from .models.blocks import checkpointed
+from .models.pdfnet import normalize_depth
 
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+# Weighted-IoU smoothing of the structure loss in each official code version (models/utils.py).
+WIOU_SMOOTH = {"v2025.03": 1.0, "v2026": 1e-6}
 
 
 def boundary_weight(mask: torch.Tensor, edge_weight: float = 5.0) -> torch.Tensor:
@@ -36,10 +41,11 @@ def boundary_weight(mask: torch.Tensor, edge_weight: float = 5.0) -> torch.Tenso
 
 
 def structure_loss(logits: torch.Tensor, mask: torch.Tensor, edge_weight: float = 5.0,
-                   weight: torch.Tensor | None = None) -> torch.Tensor:
+                   weight: torch.Tensor | None = None, smooth: float = 1e-6) -> torch.Tensor:
     """Boundary-weighted BCE + weighted IoU with ``weight`` = :func:`boundary_weight` (computed here when not given;
-    the total loss computes it once for all outputs). wBCE = Σ w·BCE / Σ w and wIoU = 1 − (I + 1e-6)/(U − I + 1e-6)
-    per image, then the batch mean of their sum."""
+    the total loss computes it once for all outputs). wBCE = Σ w·BCE / Σ w and wIoU = 1 − (I + s)/(U − I + s) per
+    image, then the batch mean of their sum; ``smooth`` s is 1e-6 in the v2026 code and 1 in v2025.03
+    (:data:`WIOU_SMOOTH`)."""
     logits, mask = logits.float(), mask.float()
     weight = boundary_weight(mask, edge_weight) if weight is None else weight
     bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
@@ -47,7 +53,7 @@ def structure_loss(logits: torch.Tensor, mask: torch.Tensor, edge_weight: float 
     probs = logits.sigmoid()
     inter = (probs * mask * weight).sum(dim=(2, 3))
     union = ((probs + mask) * weight).sum(dim=(2, 3))
-    wiou = 1 - (inter + 1e-6) / (union - inter + 1e-6)
+    wiou = 1 - (inter + smooth) / (union - inter + smooth)
     return (wbce + wiou).mean()
 
 
@@ -139,19 +145,26 @@ class PDFNetLoss(nn.Module):
     ``recompute=True`` (``model.grad_checkpointing: all``) recomputes each output's terms in backward instead of
     keeping their full-resolution intermediates (about 1.5 GiB at 1024², batch 2); the values are unchanged."""
 
-    def __init__(self, cfg: LossConfig | None = None, recompute: bool = False) -> None:
+    def __init__(self, cfg: LossConfig | None = None, recompute: bool = False, variant: str = "v2026") -> None:
         super().__init__()
         self.cfg = cfg or LossConfig()
         self.recompute = recompute
+        self.wiou_smooth = WIOU_SMOOTH[variant] if self.cfg.wiou_smooth is None else self.cfg.wiou_smooth
         self.ssim = SSIMLoss()
         self.integrity = IntegrityPriorLoss()
+
+    @classmethod
+    def from_config(cls, cfg) -> PDFNetLoss:
+        """The loss a run's :class:`~pdfnet.config.Config` asks for: its ``loss`` weights, the official smoothing of
+        its ``model.variant``, recomputation in backward under ``model.grad_checkpointing: all``."""
+        return cls(cfg.loss, recompute=cfg.model.grad_checkpointing == "all", variant=cfg.model.variant)
 
     def _output_terms(self, logits: torch.Tensor, mask: torch.Tensor, depth_target: torch.Tensor,
                       pixel_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One segmentation output: (structure + SSIM term, integrity-prior term or None when its weight is 0)."""
         up = _to_size(logits, mask)
-        term = structure_loss(up, mask, weight=pixel_weight) + self.cfg.ssim_weight * self.ssim(up.float().sigmoid(),
-                                                                                              mask)
+        term = (structure_loss(up, mask, weight=pixel_weight, smooth=self.wiou_smooth)
+                + self.cfg.ssim_weight * self.ssim(up.float().sigmoid(), mask))
         if not self.cfg.integrity_weight:
             return term, None
         return term, self.integrity(_to_size(logits, depth_target).float().sigmoid(), depth_target, mask)
@@ -162,6 +175,9 @@ class PDFNetLoss(nn.Module):
     def forward(self, seg_logits: list[torch.Tensor], mask: torch.Tensor, depth_target: torch.Tensor,
                 depth_logits: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
+        # The official training forward min-max normalises the depth target after augmentation (over the whole
+        # batch); per sample here, as the input depth: identical at batch 1, independent of batch-mates otherwise.
+        depth_target = normalize_depth(depth_target.float())
         seg = integrity = depth = mask.new_zeros((), dtype=torch.float32)
         main = None
         pixel_weight = boundary_weight(mask, cfg.edge_weight)

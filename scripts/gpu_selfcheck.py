@@ -298,7 +298,7 @@ def ddp_probe(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with torch.autocast(device.type, dtype=torch.bfloat16):
         seg, dep = ddp_model(batch["image"], batch["depth"], return_depth=True)
-    total, _ = PDFNetLoss(cfg.loss).to(device)(seg, batch["mask"], batch["depth_target"], dep)
+    total, _ = PDFNetLoss.from_config(cfg).to(device)(seg, batch["mask"], batch["depth_target"], dep)
     total.backward()
     optimizer.step()
     synchronize(device)

@@ -85,6 +85,18 @@ def test_emulated_bf16_falls_back_to_fp16_everywhere(monkeypatch):
     assert devices.training_amp_dtype(gpu, "none") is None and depth_autocast_dtype(gpu, half=False) is None
 
 
+def test_half_on_a_cpu_without_native_bf16_runs_float32(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "native_bf16", lambda device: False)
+    monkeypatch.setattr(devices, "_NOTICES", set())
+    with pytest.warns(RuntimeWarning, match="no native bfloat16"), devices.autocast(cpu, half=True):
+        assert not torch.is_autocast_enabled("cpu")
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.float32
+    monkeypatch.setattr(devices, "native_bf16", lambda device: True)  # AVX512-BF16 / AMX
+    with devices.autocast(cpu, half=True):
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.bfloat16
+
+
 def test_cuda_backend_switches_apply_to_cuda_only():
     saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
              torch.backends.cudnn.conv.fp32_precision)

@@ -117,3 +117,44 @@ def test_separable_filters_equal_the_official_2d_ones():
     sx, sy, sxy = blur(x * x) - mu_x**2, blur(mask * mask) - mu_y**2, blur(x * mask) - mu_x * mu_y
     ssim = ((2 * mu_x * mu_y + 1e-4) * (2 * sxy + 9e-4)) / ((mu_x**2 + mu_y**2 + 1e-4) * (sx + sy + 9e-4))
     assert SSIMLoss()(x, mask).item() == pytest.approx(1 - (1 + ssim.mean().item()) / 2, abs=1e-6)
+
+
+def test_depth_target_is_min_max_normalised_per_sample_as_the_official_forward():
+    """After a rotation/crop the target no longer spans [0, 1]; the official forward re-normalises it (over the batch;
+    per sample here), so the integrity and SiLog terms see a [0, 1] map."""
+    torch.manual_seed(2)
+    mask = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    logits, depth_logits = torch.randn(2, 1, 16, 16), [torch.randn(2, 1, 16, 16)]
+    raw = 0.2 + 0.5 * torch.rand(2, 1, 16, 16)  # spans ~[0.2, 0.7], as an augmented map does
+    lo = raw.flatten(1).min(1).values.view(2, 1, 1, 1)
+    hi = raw.flatten(1).max(1).values.view(2, 1, 1, 1)
+    normalised = (raw - lo) / (hi - lo)
+    loss = PDFNetLoss(LossConfig())
+    total, parts = loss([logits], mask, raw, depth_logits)
+    probs = logits.sigmoid()
+    assert parts["integrity"].item() == pytest.approx(IntegrityPriorLoss()(probs, normalised, mask).item(), rel=1e-5)
+    assert parts["depth"].item() == pytest.approx(silog_loss(depth_logits[0].sigmoid(), normalised).item(), rel=1e-5)
+    assert total.item() == pytest.approx(loss([logits], mask, normalised, depth_logits)[0].item(), rel=1e-6)
+    # the raw target would have given another loss: the normalisation is not a no-op here
+    assert abs(IntegrityPriorLoss()(probs, raw, mask).item() - parts["integrity"].item()) > 1e-3
+
+
+def test_weighted_iou_smoothing_follows_the_official_variant():
+    from pdfnet.config import Config
+    from pdfnet.losses import WIOU_SMOOTH
+
+    logits, mask = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    # I = 0, U = 0.5·64: v2025.03's +1 gives wIoU = 1 - 1/33, v2026's 1e-6 gives ~1
+    assert structure_loss(logits, mask, smooth=1.0).item() == pytest.approx(math.log(2) + 1 - 1 / 33, rel=1e-6)
+    cfg = Config()
+    assert WIOU_SMOOTH == {"v2025.03": 1.0, "v2026": 1e-6}
+    for variant in ("v2025.03", "v2026"):
+        cfg.model.variant = variant
+        assert PDFNetLoss.from_config(cfg).wiou_smooth == WIOU_SMOOTH[variant]
+    cfg.loss.wiou_smooth = 0.5  # an explicit loss.wiou_smooth wins over the variant
+    assert PDFNetLoss.from_config(cfg).wiou_smooth == 0.5
+    from pdfnet.config import ConfigError, load_config
+
+    assert load_config(None, ["loss.wiou_smooth=1"]).loss.wiou_smooth == 1.0
+    with pytest.raises(ConfigError, match="loss.wiou_smooth"):
+        load_config(None, ["loss.wiou_smooth=-1"])

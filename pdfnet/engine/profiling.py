@@ -130,7 +130,7 @@ def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps:
     model = build_model(cfg.model).to(device).train()
     forward = torch.compile(model, backend=compile_backend) if cfg.train.compile else model
     want_depth = model.has_depth_head and cfg.loss.depth_weight > 0
-    loss_fn = PDFNetLoss(cfg.loss, recompute=cfg.model.grad_checkpointing == "all").to(device)
+    loss_fn = PDFNetLoss.from_config(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     amp_dtype = training_amp_dtype(device, cfg.train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

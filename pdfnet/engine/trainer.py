@@ -128,7 +128,7 @@ class Trainer:
         if t.init_from:
             _load_initial_weights(self.model, t.init_from, self.log)
         self.want_depth = self.model.has_depth_head and cfg.loss.depth_weight > 0
-        self.loss_fn = PDFNetLoss(cfg.loss, recompute=cfg.model.grad_checkpointing == "all").to(self.device)
+        self.loss_fn = PDFNetLoss.from_config(cfg).to(self.device)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
                     if t.ema_decay > 0 else None)
         o = cfg.optim
