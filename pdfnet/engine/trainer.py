@@ -147,6 +147,7 @@ class Trainer:
         if t.compile:
             self.train_model = torch.compile(self.train_model)
         self.state = TrainState()
+        self._weights_checked_at_step: int | None = None  # see _check_finite_weights
         # Running loss sums live on the device (no host sync per micro-batch); state.loss_sums is refreshed from
         # them whenever the state is saved or reported. float64 keeps the sums those of Python floats.
         acc_dtype = torch.float32 if self.device.type == "mps" else torch.float64
@@ -231,7 +232,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def _check_finite_weights(self) -> None:
-        """Every rank checks its (identical) weights; a failure stops all ranks with the same message."""
+        """Every rank checks its (identical) weights; a failure stops all ranks with the same message. Once per
+        optimizer step: validation and last.pth at the end of an epoch see the same weights."""
+        if self._weights_checked_at_step == self.state.step:
+            return
         error = None
         params = list(self.model.named_parameters())
         if not bool(torch.stack([torch.isfinite(p).all() for _, p in params]).all()):
@@ -239,6 +243,7 @@ class Trainer:
             error = TrainingError(f"weights became non-finite ({bad[:3]}...) at step {self.state.step}; not saving. "
                                   "Lower optim.lr or set optim.clip_grad")
         share_failure(self.ctx, error)
+        self._weights_checked_at_step = self.state.step
 
     def _sync_loss_sums(self) -> None:
         self.state.loss_sums = self.loss_sums.tolist()
