@@ -138,3 +138,22 @@ def test_benchmark_training_prints_table_and_json(tmp_path):
     assert "saved by module" in done.stdout and "all" in done.stdout
     bad = subprocess.run(cmd[:2] + ["--size", "100"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert bad.returncode == 2 and "multiple of 64" in bad.stderr
+
+
+def test_runtime_pins_match_the_test_oracles_so_both_installs_resolve_alike():
+    """pysodmetrics (dev extra) caps numpy and OpenCV; the runtime dependencies carry the same caps, so that
+    `pip install -e .` and `pip install -e ".[dev]"` pick the same versions (the tests check what users run)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    try:
+        oracle = {r.name: r.specifier for r in map(Requirement, metadata.requires("pysodmetrics") or [])}
+    except metadata.PackageNotFoundError:
+        pytest.skip("pysodmetrics is not installed")
+    tomllib = pytest.importorskip("tomllib", reason="Python < 3.11")
+    text = (REPO / "pyproject.toml").read_text()
+    ours = {r.name: r.specifier for r in map(Requirement, tomllib.loads(text)["project"]["dependencies"])}
+    for name in ("numpy", "opencv-python-headless"):
+        caps = {s for s in oracle[name] if s.operator in ("<", "<=")}
+        assert caps and caps <= set(ours[name]), (name, str(oracle[name]), str(ours[name]))
