@@ -50,7 +50,7 @@ def test_every_subcommand_helps_without_importing_torch():
     for name in COMMANDS:
         assert f"usage: pdfnet {name}" in proc.stdout
     # Every option says what it is (no bare entries such as '--device DEVICE' alone on its line).
-    for name in ("depth", "predict", "eval"):
+    for name in COMMANDS:
         text = subprocess.run([sys.executable, "-m", "pdfnet", name, "--help"], cwd=REPO, capture_output=True,
                               text=True, env=dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")).stdout
         lines = text.splitlines() + [""]

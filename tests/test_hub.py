@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +144,30 @@ def test_model_card_without_metrics_or_training_config():
     assert "license: other" in card and "PDFNet authors" in card and "`PDFNet_Best.pth`" in card
     with pytest.raises(HubFilesError, match="expected evaluate.py --json output"):
         model_card(None, metrics={"maxF": 0.9})
+
+
+def test_push_to_hub_uploads_the_saved_folder_in_one_commit(tmp_path, monkeypatch):
+    """The publishing call, with the hub client replaced by a recorder (no network here)."""
+    import huggingface_hub
+
+    from pdfnet.engine import hub
+
+    calls = {}
+
+    class Recorder:
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls["create"] = (repo_id, private, exist_ok)
+            return type("Repo", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, repo_type, commit_message):
+            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            calls["card"] = (Path(folder_path) / "README.md").read_text()
+            calls["upload"] = (repo_id, repo_type)
+            return "https://huggingface.co/me/pdfnet-tiny/commit/abc"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: Recorder())
+    cfg = _tiny_config()
+    url = hub.push_to_hub(build_model(cfg.model), cfg, "me/pdfnet-tiny", private=True)
+    assert url.endswith("/commit/abc") and calls["create"] == ("me/pdfnet-tiny", True, True)
+    assert calls["files"] == ["README.md", CONFIG_NAME, WEIGHTS_NAME] and calls["upload"] == ("me/pdfnet-tiny", "model")
+    assert 'PDFNet.from_pretrained("me/pdfnet-tiny")' in calls["card"]
