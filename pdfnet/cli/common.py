@@ -36,3 +36,16 @@ def checkpoint_problem(source: str | os.PathLike) -> str | None:
         return None
     return (f"checkpoint not found: {text} (expected a .pth file, an official checkpoint, a save_pretrained folder "
             "or a hub id owner/name)")
+
+
+CHECKPOINT_HELP = "our .pth, an official checkpoint, a save_pretrained folder or a hub id"
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--ckpt``, as every command that loads a model takes it."""
+    parser.add_argument("--ckpt", required=True, help=CHECKPOINT_HELP)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``, as every command that runs a model takes it (under torchrun: cuda:LOCAL_RANK)."""
+    parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")

@@ -15,18 +15,17 @@ import os
 import sys
 from pathlib import Path
 
-from .common import checkpoint_problem, make_parser
+from .common import add_checkpoint_argument, add_device_argument, checkpoint_problem, make_parser
 
 DEFAULT_EXAMPLES = Path("..") / "shared" / "data" / "dis5k-samples"
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = make_parser(__doc__, prog)
-    p.add_argument("--ckpt", required=True,
-                   help="our .pth, an official checkpoint, a save_pretrained folder or a hub id")
+    add_checkpoint_argument(p)
     p.add_argument("--depth_model", default="large",
                    help="Depth Anything V2 for the pseudo-depth: small, base, large, a folder or a hub id")
-    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    add_device_argument(p)
     p.add_argument("--half", action="store_true", default=None, help="bf16 autocast (fp16 on GPUs without bf16)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")

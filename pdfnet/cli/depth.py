@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..data.io import ImageReadError, list_images, read_rgb_u8, write_png
 from ..depth.ids import MODEL_IDS
-from .common import make_parser, print_failures
+from .common import add_device_argument, make_parser, print_failures
 
 DEFAULT_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--out_name", default="depth", help="output folder name inside each split")
     p.add_argument("--image_dir", default=None, help="image folder name inside each split (default: im or images)")
     p.add_argument("--overwrite", action="store_true", help="recompute maps that already exist")
-    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    add_device_argument(p)
     args = p.parse_args(argv)
     if args.input_size < 14:
         p.error(f"--input_size must be at least 14, got {args.input_size}")

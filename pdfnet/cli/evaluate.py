@@ -26,7 +26,7 @@ from ..data.datasets import DEPTH_HINT, DatasetError, discover, evaluation_depth
 from ..data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png
 from ..metrics import Evaluator
 from ..metrics.report import format_table
-from .common import checkpoint_problem, make_parser, print_failures
+from .common import CHECKPOINT_HELP, add_device_argument, checkpoint_problem, make_parser, print_failures
 
 TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
@@ -35,8 +35,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p = make_parser(__doc__, prog)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred_dir", type=Path, help="folder of predicted maps (8-bit images)")
-    src.add_argument("--ckpt", nargs="+", help="our .pth, an official checkpoint, a save_pretrained folder or a hub "
-                     "id; several, or a run directory (its *.pth files), give one table row each")
+    src.add_argument("--ckpt", nargs="+", help=f"{CHECKPOINT_HELP}; several, or a run directory (its *.pth files), "
+                     "give one table row each")
     p.add_argument("--gt_dir", type=Path, help="folder of GT masks (with --pred_dir)")
     p.add_argument("--allow_missing", action="store_true",
                    help="evaluate the maps present in both folders instead of failing on missing/extra files")
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    help="tiled high-resolution inference (global pass + full-resolution tiles) for large images")
     p.add_argument("--batch_size", type=int, default=None, help="images per forward pass (default: config's)")
     p.add_argument("--save_dir", type=Path, default=None, help="also save the predicted maps here (per split)")
-    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    add_device_argument(p)
     p.add_argument("--json", type=Path, default=None, help="write metrics, image count and per-image values")
     p.add_argument("--table", choices=("plain", "md"), default="plain",
                    help="md: markdown with the paper's reported PDFNet numbers beside ours")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import checkpoint_problem, make_parser
+from .common import add_checkpoint_argument, checkpoint_problem, make_parser
 
 TOLERANCE = 1e-3  # max |probability difference| between onnxruntime and PyTorch
 
@@ -29,8 +29,7 @@ def verification_shapes(size: int, dynamic: bool, batch: int = 1) -> list[tuple[
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p = make_parser(__doc__, prog)
-    p.add_argument("--ckpt", required=True,
-                   help="our .pth, an official checkpoint, a save_pretrained folder or a hub id")
+    add_checkpoint_argument(p)
     p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     p.add_argument("--size", type=int, default=None, help="network input size (default: the checkpoint config's)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")

@@ -35,7 +35,7 @@ from ..data.io import (
     render_output,
     write_png,
 )
-from .common import checkpoint_problem, make_parser, print_failures
+from .common import add_checkpoint_argument, add_device_argument, checkpoint_problem, make_parser, print_failures
 
 
 class Photos:
@@ -68,8 +68,7 @@ class Photos:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p = make_parser(__doc__, prog)
-    p.add_argument("--ckpt", required=True,
-                   help="our .pth, an official checkpoint, a save_pretrained folder or a hub id")
+    add_checkpoint_argument(p)
     p.add_argument("--input", type=Path, required=True, help="an image or a folder of images")
     p.add_argument("--output", type=Path, required=True, help="output folder")
     depth = p.add_mutually_exclusive_group(required=True)
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                    help="minimum tile overlap in pixels (default: a quarter of --size, 256 at 1024)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="mask",
                    help="mask: 8-bit PNG; rgba: the image cut out (mask as alpha); overlay: mask tinted over the image")
-    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    add_device_argument(p)
     p.add_argument("--workers", type=int, default=2, help="processes reading images ahead of the model")
     args = p.parse_args(argv)
     if problem := checkpoint_problem(args.ckpt):
