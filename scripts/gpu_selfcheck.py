@@ -39,13 +39,14 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from pdfnet.config import load_config  # noqa: E402
-from pdfnet.device import configure_cuda_backends, native_bf16, resolve_device  # noqa: E402
+from pdfnet.device import configure_cuda_backends, native_bf16, resolve_device, training_amp_dtype  # noqa: E402
 from pdfnet.engine.profiling import (  # noqa: E402
     measure_training_steps,
     peak_memory_mib,
     reset_peak_memory,
     synchronize,
     synthetic_batch,
+    training_step,
 )
 from pdfnet.models import build_model  # noqa: E402
 
@@ -295,12 +296,10 @@ def ddp_probe(args: argparse.Namespace) -> int:
                                         broadcast_buffers=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = synthetic_batch(1, cfg.data.size, device, seed=dist.get_rank())
+    amp_dtype = training_amp_dtype(device, "bf16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     started = time.perf_counter()
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        seg, dep = ddp_model(batch["image"], batch["depth"], return_depth=True)
-    total, _ = PDFNetLoss.from_config(cfg).to(device)(seg, batch["mask"], batch["depth_target"], dep)
-    total.backward()
-    optimizer.step()
+    training_step(ddp_model, PDFNetLoss.from_config(cfg).to(device), optimizer, scaler, batch, amp_dtype, True)
     synchronize(device)
     seconds = time.perf_counter() - started
     flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])

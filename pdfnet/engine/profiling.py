@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -121,6 +121,27 @@ def synthetic_batch(batch: int, size: int, device: torch.device, seed: int = 0) 
     return {k: v.to(device) for k, v in {"image": image, "depth": depth, "mask": mask, "depth_target": depth}.items()}
 
 
+def training_step(forward: Callable, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  scaler: torch.amp.GradScaler, data: dict[str, torch.Tensor], amp_dtype: torch.dtype | None,
+                  want_depth: bool, context: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+    """One plain training step on ``data`` (a :func:`synthetic_batch`): forward (under ``amp_dtype`` autocast) and
+    loss inside ``context`` (e.g. a saved-tensor meter), backward through ``scaler``, optimizer step. ``forward`` is
+    the model, compiled or DDP-wrapped. Returns the detached loss. (The trainer's step adds accumulation and the
+    non-finite policy; this one serves the benchmarks and the self-check.)"""
+    autocast = torch.autocast(data["image"].device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    with context or contextlib.nullcontext():
+        with autocast:
+            out = forward(data["image"], data["depth"], return_depth=want_depth)
+        seg, dep = out if want_depth else (out, None)
+        total, _ = loss_fn(seg, data["mask"], data["depth_target"], dep)
+    del out, seg, dep
+    scaler.scale(total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total.detach()
+
+
 def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps: int = 3, warmup: int = 1,
                            seed: int = 0, compile_backend: str = "inductor") -> TrainingStepResult:
     """Build ``cfg.model`` (random init), then run ``warmup + steps`` real training steps on one synthetic batch of
@@ -138,18 +159,7 @@ def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps:
 
     def step(meter: SavedTensorMeter | None) -> float:
         context = meter.active() if meter is not None else contextlib.nullcontext()
-        autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-        with context:
-            with autocast:
-                out = forward(data["image"], data["depth"], return_depth=want_depth)
-            seg, dep = out if want_depth else (out, None)
-            total, _ = loss_fn(seg, data["mask"], data["depth_target"], dep)
-        del out, seg, dep
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return float(total.detach())
+        return float(training_step(forward, loss_fn, optimizer, scaler, data, amp_dtype, want_depth, context))
 
     # Saved-tensor hooks and torch.compile do not mix: compiled runs report no saved bytes (0).
     meter = SavedTensorMeter(model)
