@@ -144,6 +144,14 @@ def run_child(opts: argparse.Namespace) -> dict:
         import resource
 
         result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if opts.impl == "ours" and opts.mm_size:
+        # The work, and what the machine sustains on a large matmul in the same dtype and thread count.
+        from pdfnet.engine.profiling import count_flops, matmul_peak_gflops
+
+        with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                                    enabled=autocast_dtype is not None):
+            result["gflop_per_image"] = count_flops(lambda: infer(img, depth)) / 1e9 / opts.batch
+        result["matmul_peak_gflops"] = matmul_peak_gflops(device, autocast_dtype or torch.float32, opts.mm_size)
     if opts.out_npy:
         import numpy as np
 
@@ -156,7 +164,7 @@ def _spawn(impl: str, opts: argparse.Namespace, workdir: Path, weights: str | No
     cmd = [sys.executable, __file__, "--_child", impl, "--size", str(opts.size), "--batch", str(opts.batch),
            "--dtype", opts.dtype, "--device", opts.device, "--runs", str(opts.runs), "--warmup", str(opts.warmup),
            "--threads", str(opts.threads), "--seed", str(opts.seed), "--_result", str(res_path),
-           "--_out_npy", str(npy), "--backbone", opts.backbone]
+           "--_out_npy", str(npy), "--backbone", opts.backbone, "--mm_size", str(opts.mm_size)]
     if opts.official_dir:
         cmd += ["--official_dir", opts.official_dir]
     if weights:
@@ -184,6 +192,8 @@ def main() -> None:
                    help="our model's backbone when run alone (the comparison always uses the paper's Swin-B)")
     p.add_argument("--official_dir", default="", help="checkout of the official PDFNet code to compare against")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
+    p.add_argument("--mm_size", type=int, default=4096,
+                   help="side of the square matmul that measures the machine's peak (0: skip FLOPs and peak)")
     p.add_argument("--workdir", default="", help="keep weights and results here; a matching official measurement "
                    "found there is reused instead of re-run (it takes minutes on CPU)")
     p.add_argument("--_child", dest="impl", default="", help=argparse.SUPPRESS)
@@ -222,10 +232,19 @@ def main() -> None:
 
         print(f"\nPDFNet inference, {opts.size}x{opts.size}, batch {opts.batch}, {opts.dtype}, {opts.device}, "
               f"{opts.threads} threads, median of {opts.runs} after {opts.warmup} warm-up")
-        print(f"{'impl':10s} {'median s':>10s} {'s/image':>10s} {'peak MiB':>10s}  peak kind")
+        work = results[-1].get("gflop_per_image")  # the model's FLOPs, counted on ours (the same network)
+        peak = results[-1].get("matmul_peak_gflops")
+        print(f"{'impl':10s} {'median s':>10s} {'s/image':>10s} {'peak MiB':>10s} {'GFLOP/s':>9s} "
+              f"{'of mm peak':>10s}  peak kind")
         for r in results:
-            print(f"{r['impl']:10s} {r['median_s']:10.2f} {r['per_image_s']:10.2f} {r['peak_mem_mib']:10.0f}  "
-                  f"{r['peak_kind']}")
+            rate = work / r["per_image_s"] if work else float("nan")
+            if work:
+                r["achieved_gflops"], r["fraction_of_matmul_peak"] = rate, rate / peak
+            print(f"{r['impl']:10s} {r['median_s']:10.2f} {r['per_image_s']:10.2f} {r['peak_mem_mib']:10.0f} "
+                  f"{rate:9.1f} {rate / peak if work else float('nan'):10.1%}  {r['peak_kind']}")
+        if work:
+            print(f"model: {work:.1f} GFLOP per image (torch.utils.flop_counter); this machine's {opts.mm_size}² "
+                  f"matmul in {opts.dtype}: {peak:.1f} GFLOP/s")
         summary = {"results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]}
         if len(results) == 2:
             off, ours = results

@@ -56,11 +56,13 @@ def test_convert_official_bad_input(tmp_path):
 def test_benchmark_inference_prints_table_and_json(tmp_path, size):
     out = tmp_path / "bench.json"
     proc = _run("scripts/benchmark_inference.py", "--size", str(size), "--runs", "1", "--warmup", "0",
-                "--threads", "1", "--json", str(out), "--backbone", "swin_tiny_test")
+                "--threads", "1", "--json", str(out), "--backbone", "swin_tiny_test", "--mm_size", "512")
     assert proc.returncode == 0, proc.stderr
     assert "ours" in proc.stdout and "peak MiB" in proc.stdout
     result = json.loads(out.read_text())["results"][0]
     assert result["impl"] == "ours" and result["median_s"] > 0 and result["peak_mem_mib"] > 0
+    assert result["gflop_per_image"] > 0 and result["matmul_peak_gflops"] > 0
+    assert 0 < result["fraction_of_matmul_peak"] < 2 and "GFLOP per image" in proc.stdout
 
 
 def test_runtime_code_does_not_need_the_dev_extras():

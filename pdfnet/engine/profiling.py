@@ -96,6 +96,48 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _register_cpu_attention_flops() -> None:
+    """torch's FLOP counter knows the CUDA attention kernels but not the CPU flash kernel SDPA dispatches to;
+    without this, every attention of the model would count as zero FLOPs on CPU."""
+    from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
+
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if op.default in flop_registry or op in flop_registry:
+        return
+
+    @register_flop_formula(op)
+    def _cpu_flash_attention(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call of ``fn`` (matmuls, convolutions, attention; a multiply-add = 2), as
+    ``torch.utils.flop_counter`` counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_cpu_attention_flops()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 4096,
+                       repeats: int = 5) -> float:
+    """What this device sustains on a large square ``torch.mm`` in ``dtype`` (best of ``repeats``), in GFLOP/s:
+    the practical ceiling a model's matmul/conv-bound work can be compared with."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call warms up
+        synchronize(device)
+        started = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
 @dataclasses.dataclass
 class TrainingStepResult:
     step_s: float  # median seconds per step (after the warm-up)
