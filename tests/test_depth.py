@@ -64,7 +64,9 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_prepare_depth_end_to_end_resume_overwrite_and_corrupt_file(tiny_depth_model, tmp_path):
+def test_prepare_depth_end_to_end_resume_overwrite_and_corrupt_file(tiny_depth_model, tmp_path, capsys):
+    from pdfnet.cli.depth import main
+
     root = tmp_path / "data"
     rng = np.random.default_rng(1)
     for name in ("a #1", "b", "c"):
@@ -72,19 +74,19 @@ def test_prepare_depth_end_to_end_resume_overwrite_and_corrupt_file(tiny_depth_m
     (root / "DIS-VD" / "im" / "broken.jpg").write_bytes(b"not a jpeg")
     args = ["--data_root", str(root), "--model", str(tiny_depth_model), "--input_size", "56", "--device", "cpu",
             "--batch_size", "2"]
-    first = _run(*args)
-    assert first.returncode == 1 and "broken.jpg" in first.stderr
+    assert main(args) == 1 and "broken.jpg" in capsys.readouterr().err
     out = root / "DIS-VD" / "depth"
     assert sorted(p.name for p in out.iterdir()) == ["a #1.png", "b.png", "c.png"]
     depth = cv2.imread(str(out / "b.png"), cv2.IMREAD_UNCHANGED)
     assert depth.dtype == np.uint16 and depth.shape == (30, 50) and depth.min() == 0 and depth.max() == 65535
     stamp = (out / "b.png").stat().st_mtime_ns
     (root / "DIS-VD" / "im" / "broken.jpg").unlink()
-    again = _run(*args)
-    assert again.returncode == 0 and "3 maps already exist, 0 to compute" in again.stdout
+    assert main(args) == 0 and "3 maps already exist, 0 to compute" in capsys.readouterr().out
     assert (out / "b.png").stat().st_mtime_ns == stamp
-    redo = _run(*args, "--overwrite", "--out_name", "depth_small")
-    assert redo.returncode == 0 and (root / "DIS-VD" / "depth_small" / "c.png").is_file()
+    assert main([*args, "--overwrite", "--out_name", "depth_small"]) == 0
+    assert (root / "DIS-VD" / "depth_small" / "c.png").is_file()
+    # the script form is the same command
+    assert _run(*args).returncode == 0
 
 
 def test_prepare_depth_bad_arguments(tmp_path):
