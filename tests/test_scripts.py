@@ -20,6 +20,18 @@ def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _in_process(script: str, *args: str) -> subprocess.CompletedProcess:
+    """scripts/<script>.py's main(ARGS) in this process (the wrapper's own code path), output captured."""
+    import contextlib
+    import io
+
+    module = _load_script(script)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = module.main(list(args))
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+
+
 def test_convert_official_round_trip(tmp_path):
     """scripts/convert_official.py writes our .pth and a hub folder; both reproduce the official logits."""
     sd, case = official_reference("official_v1")
@@ -28,8 +40,7 @@ def test_convert_official_round_trip(tmp_path):
     out, hub_dir, metrics = tmp_path / "ours.pth", tmp_path / "hub", tmp_path / "te1.json"
     metrics.write_text(json.dumps({"metrics": {"maxF": 0.9123, "wF": 0.8, "Sm": 0.9, "meanEm": 0.95, "MAE": 0.03,
                                                "HCE": 1001.2}, "n_images": 500}))
-    proc = _run("scripts/convert_official.py", str(src), str(out), "--hub_dir", str(hub_dir),
-                "--metrics", str(metrics))
+    proc = _in_process("convert_official", str(src), str(out), "--hub_dir", str(hub_dir), "--metrics", str(metrics))
     assert proc.returncode == 0, proc.stderr
     assert "variant v2025.03, depth head yes" in proc.stdout
     ckpt = load_checkpoint(out)
@@ -47,7 +58,7 @@ def test_convert_official_round_trip(tmp_path):
 
 
 def test_convert_official_bad_input(tmp_path):
-    proc = _run("scripts/convert_official.py", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth"))
+    proc = _in_process("convert_official", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth"))
     assert proc.returncode == 1 and "official checkpoint not found" in proc.stderr
     assert not (tmp_path / "o.pth").exists()
 

@@ -243,28 +243,39 @@ def test_fine_tuning_starts_from_a_checkpoint(synthetic_root, tmp_path, tiny_che
         Trainer(wrong, show_progress=False)
 
 
+def _run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    """scripts/<name>.py's main(ARGS) in this process (no interpreter start-up), with its output captured."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = module.main(list(args))
+    return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
+
+
 def test_quickstart_end_to_end_short(tmp_path):
     """scripts/quickstart.py with the smoke config, shortened: data, training, evaluation table, panel; a second
     call resumes the finished run instead of training again."""
-    cmd = [sys.executable, str(REPO / "scripts" / "quickstart.py"), "--out", str(tmp_path / "qs"), "--no_progress",
-           "--n_train", "8", "--n_val", "2", "--opt", "data.size=128", "--opt", "train.epochs=1",
-           "--opt", "train.batch_size=4"]
-    first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    args = ["--out", str(tmp_path / "qs"), "--no_progress", "--n_train", "8", "--n_val", "2",
+            "--opt", "data.size=128", "--opt", "train.epochs=1", "--opt", "train.batch_size=4"]
+    first = _run_script("quickstart", *args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "untrained (epoch 0)" in first.stdout and "best.pth (epoch 1)" in first.stdout
     assert (tmp_path / "qs" / "panel.png").is_file()
     import cv2
 
     assert cv2.imread(str(tmp_path / "qs" / "panel.png")).shape == (28 + 2 * 192, 4 * 192, 3)  # column labels on top
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    again = _run_script("quickstart", *args)
     assert again.returncode == 0 and "resumed from" in again.stdout and "epoch 1 step" not in again.stdout
 
 
 def test_ablation_variants_train_and_tabulate(tmp_path):
-    cmd = [sys.executable, str(REPO / "scripts" / "ablation.py"), "--out", str(tmp_path / "abl"), "--no_progress",
-           "--variants", "full", "no_depth", "no_patches", "--n_train", "4", "--n_val", "2",
-           "--opt", "data.size=128", "--opt", "train.epochs=1", "--opt", "train.batch_size=4"]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    result = _run_script("ablation", "--out", str(tmp_path / "abl"), "--no_progress",
+                         "--variants", "full", "no_depth", "no_patches", "--n_train", "4", "--n_val", "2",
+                         "--opt", "data.size=128", "--opt", "train.epochs=1", "--opt", "train.batch_size=4")
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "abl" / "ablation.txt").read_text()
     assert "w/o depth input" in table and "w/o patch branch" in table and "ΔmaxF" in table
