@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"error: metrics file not found: {args.metrics}", file=sys.stderr)
         return 1
 
-    from ..config import Config
-    from ..engine.checkpoint import atomic_save, make_checkpoint
+    from ..engine.checkpoint import atomic_save, make_checkpoint, official_config
     from ..engine.hub import push_to_hub, save_pretrained
     from ..hub_files import HubFilesError
     from ..models import count_parameters
@@ -53,9 +52,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (FileNotFoundError, OfficialCheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    cfg = Config()
-    cfg.model.variant = model.variant
-    cfg.model.depth_head = model.has_depth_head
+    cfg = official_config(model)
     written = []
     try:
         if args.output is not None:

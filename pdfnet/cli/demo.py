@@ -58,15 +58,15 @@ def build(args: argparse.Namespace):
     """(Gradio Blocks, Segmenter) for parsed arguments, or (None, None) after printing the error."""
     from ..depth import DepthEstimator
     from ..engine.demo import Segmenter, build_demo, example_images
-    from ..engine.inference import load_model
+    from ..engine.inference import load_model, model_device
 
     try:
         model, cfg = load_model(args.ckpt, args.device)
-        estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
+        estimator = DepthEstimator(args.depth_model, device=model_device(model))
     except (RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None, None
     segmenter = Segmenter(model, cfg, estimator, half=args.half)
     description = (f"Model `{args.ckpt}` ({cfg.model.variant}, input {cfg.data.size}²), depth `{args.depth_model}`, "
-                   f"device `{next(model.parameters()).device}`.")
+                   f"device `{model_device(model)}`.")
     return build_demo(segmenter, example_images(args.examples), description), segmenter

@@ -140,7 +140,7 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: str, ctx, device) -> tup
     rank 0 combines the per-image statistics in the one-process order, so the numbers equal a single process's."""
     from ..data.io import read_depth, read_rgb_u8
     from ..engine.distributed import gather_objects, shard
-    from ..engine.inference import Predictor, load_model
+    from ..engine.inference import Predictor, load_model, model_device
 
     model, cfg = load_model(ckpt, device)
     # Command-line values override the checkpoint config's data/eval settings.
@@ -157,7 +157,7 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: str, ctx, device) -> tup
     if args.depth_model:
         from ..depth import DepthEstimator
 
-        estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
+        estimator = DepthEstimator(args.depth_model, device=model_device(model))
     results, failures, merged = {}, [], {}
     cfg.data.root = str(root)
     for split in splits:

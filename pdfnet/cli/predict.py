@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     from torch.utils.data import DataLoader
 
-    from ..engine.inference import Predictor, load_model
+    from ..engine.inference import Predictor, load_model, model_device
     from ..engine.validation import collate_as_is
 
     try:
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if args.depth_model:
             from ..depth import DepthEstimator
 
-            estimator = DepthEstimator(args.depth_model, device=str(next(model.parameters()).device))
+            estimator = DepthEstimator(args.depth_model, device=model_device(model))
     except (RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

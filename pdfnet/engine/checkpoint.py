@@ -15,7 +15,7 @@ import torch
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from ..data.io import atomic_write
 from ..hub_files import HubFilesError
-from ..models import PDFNet, build_model
+from ..models import PDFNet, build_model_with_weights
 from ..models.official import is_official_state_dict, load_official, unwrap_state_dict
 from .hub import is_pretrained_source, load_pretrained
 
@@ -72,13 +72,10 @@ def model_from_checkpoint(path: str | os.PathLike, overrides: dict[str, Any] | N
         except ConfigError as err:
             raise CheckpointError(f"checkpoint {path} has an invalid config: {err}") from err
         cfg.model.pretrained = ""  # the weights come from the checkpoint
-        with torch.device("meta"):
-            model = build_model(cfg.model)
         try:
-            model.load_state_dict(obj["model"], strict=True, assign=True)
+            model = build_model_with_weights(cfg.model, obj["model"])
         except RuntimeError as err:
             raise CheckpointError(f"checkpoint {path} does not fit its own config: {err}") from err
-        model.reset_derived_buffers()
         return model.eval(), cfg
     try:
         sd = unwrap_state_dict(obj)
@@ -88,7 +85,12 @@ def model_from_checkpoint(path: str | os.PathLike, overrides: dict[str, Any] | N
         raise CheckpointError(f"{path} is neither a PDFNet checkpoint of this project nor an official PDFNet "
                               "state dict")
     model = load_official(sd, copy_tensors=False)
+    return model, official_config(model)
+
+
+def official_config(model: PDFNet) -> Config:
+    """The config of a model loaded from an official checkpoint: the defaults with its variant and depth head."""
     cfg = Config()
     cfg.model.variant = model.variant
     cfg.model.depth_head = model.has_depth_head
-    return model, cfg
+    return cfg

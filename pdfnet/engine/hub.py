@@ -25,8 +25,8 @@ import torch
 import yaml
 
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
-from ..hub_files import HubFilesError, local_model_folder
-from ..models import PDFNet, build_model
+from ..hub_files import HubFilesError, local_model_folder, looks_like_hub_id
+from ..models import PDFNet, build_model_with_weights
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -75,10 +75,8 @@ def config_from_hub_json(raw: Any, source: str) -> Config:
 
 def is_pretrained_source(source: str | os.PathLike) -> bool:
     """A ``save_pretrained`` folder or something that can only be a hub id (not a ``.pth``-like file path)."""
-    path = Path(os.path.expanduser(str(source)))
-    if path.is_dir():
-        return True
-    return not path.exists() and path.suffix == "" and len(str(source).split("/")) == 2
+    text = os.path.expanduser(str(source))
+    return Path(text).is_dir() or (looks_like_hub_id(text) and Path(text).suffix == "")
 
 
 def load_pretrained(source: str | os.PathLike, device: str | torch.device = "cpu", revision: str | None = None,
@@ -102,13 +100,10 @@ def load_pretrained(source: str | os.PathLike, device: str | torch.device = "cpu
         state = load_file(str(folder / WEIGHTS_NAME), device="cpu")
     except Exception as err:  # safetensors raises its own error types for truncated or foreign files
         raise HubFilesError(f"{source}: cannot read {folder / WEIGHTS_NAME}: {err}") from err
-    with torch.device("meta"):
-        model = build_model(cfg.model)
     try:
-        model.load_state_dict(state, strict=True, assign=True)
+        model = build_model_with_weights(cfg.model, state)
     except RuntimeError as err:
         raise HubFilesError(f"{source}: {WEIGHTS_NAME} does not fit {CONFIG_NAME}: {err}") from err
-    model.reset_derived_buffers()
     attach_config(model, cfg)
     return model.to(device).eval(), cfg
 

@@ -14,7 +14,7 @@ from ..data.datasets import Sample
 from ..data.io import probs_to_u8, read_depth, read_gray_u8, read_rgb_u8
 from ..metrics import Evaluator
 from ..metrics.evaluator import image_statistics
-from .distributed import DistContext, gather_objects
+from .distributed import DistContext, gather_objects, shard
 from .inference import predict_probs
 
 
@@ -59,8 +59,8 @@ def validate(model: torch.nn.Module, samples: list[Sample], size: int, ctx: Dist
     """
     was_training = model.training
     model.eval()
-    shard = FullResolutionPairs(samples[ctx.rank::ctx.world_size])
-    loader = DataLoader(shard, batch_size=None, num_workers=num_workers, collate_fn=collate_as_is,
+    pairs = FullResolutionPairs(shard(samples, ctx))
+    loader = DataLoader(pairs, batch_size=None, num_workers=num_workers, collate_fn=collate_as_is,
                         generator=torch.Generator().manual_seed(0))  # not the global RNG (exact resume)
     stats, shown = {}, []
     try:

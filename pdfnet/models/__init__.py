@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..config import ModelConfig
 from .backbone import load_pretrained_backbone
 from .pdfnet import PDFNet, count_parameters
@@ -19,4 +21,14 @@ def build_model(cfg: ModelConfig) -> PDFNet:
     return model
 
 
-__all__ = ["PDFNet", "build_model", "count_parameters"]
+def build_model_with_weights(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> PDFNet:
+    """Build ``cfg``'s model around ``state`` (strict: every key, every shape), without first allocating random
+    weights; derived buffers are recomputed. Raises RuntimeError (load_state_dict's) when ``state`` does not fit."""
+    with torch.device("meta"):
+        model = build_model(cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.reset_derived_buffers()
+    return model
+
+
+__all__ = ["PDFNet", "build_model", "build_model_with_weights", "count_parameters"]
