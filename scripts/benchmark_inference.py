@@ -7,6 +7,7 @@ official-format state dict written once to a temp file) and see the same inputs;
   python scripts/benchmark_inference.py --size 1024                          # ours only, CPU float32
   python scripts/benchmark_inference.py --size 1024 --official_dir /tmp/PDFNet  # ours vs the official code
   python scripts/benchmark_inference.py --device cuda --dtype bf16 --batch 4 --json out.json
+  python scripts/benchmark_inference.py --dtype bf16 --agreement ../shared/data/dis5k-samples/DIS-TE1/im
 
 The official code is never part of this repository: clone github.com/Tennine2077/PDFNet somewhere (it needs einops;
 matplotlib is stubbed if absent) and pass its folder. Peak memory is CUDA max-allocated on GPU, and the process
@@ -23,10 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from official_code import build_official_model, check_official_dir  # noqa: E402
 
 
 def _rss_mib(field: str) -> float:
@@ -58,27 +60,6 @@ def _make_inputs(size: int, batch: int, seed: int):
     return img, depth
 
 
-def _official_model(official_dir: str):
-    """Build the official PDFNet_process without pretrained Swin weights."""
-    sys.path.insert(0, official_dir)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:  # the official utils import pyplot for a debug helper only
-        plt = types.ModuleType("matplotlib.pyplot")
-        sys.modules["matplotlib"] = types.ModuleType("matplotlib")
-        sys.modules["matplotlib.pyplot"] = plt
-    from models.PDFNet import PDF_decoder, PDF_depth_decoder, PDFNet_process  # type: ignore[import-not-found]
-    from models.swin_transformer import SwinB  # type: ignore[import-not-found]
-
-    # The model-relevant defaults of the official argument parser (identical in both official versions; the
-    # March-2025 code keeps its parser in a training script that imports the whole pipeline).
-    args = argparse.Namespace(emb=128, back_bone_channels_stage1=128, back_bone_channels_stage2=256,
-                              back_bone_channels_stage3=512, back_bone_channels_stage4=1024, drop_path=0.1,
-                              DEBUG=False, device="cpu")
-    return PDFNet_process(encoder=SwinB(args=args, in_chans=3, pretrained=False), decoder=PDF_decoder(args=args),
-                          depth_decoder=PDF_depth_decoder(args=args), device="cpu", args=args)
-
-
 def run_child(opts: argparse.Namespace) -> dict:
     import torch
 
@@ -87,7 +68,7 @@ def run_child(opts: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     if opts.impl == "official":
         torch.manual_seed(0)
-        model = _official_model(opts.official_dir)
+        model = build_official_model(opts.official_dir)
         if opts.weights and Path(opts.weights).exists():
             model.load_state_dict(torch.load(opts.weights, map_location="cpu", weights_only=True), strict=True)
         elif opts.weights:
@@ -159,6 +140,44 @@ def run_child(opts: argparse.Namespace) -> dict:
     return result
 
 
+def _agreement(opts: argparse.Namespace, weights: str | None) -> list[dict]:
+    """--dtype against float32 on real images, with the benchmark's weights (random: a check of numerics, not of
+    accuracy). The depth input is the image's luminance (no depth model runs here); both precisions see the same."""
+    import numpy as np
+    import torch
+
+    from pdfnet.data.io import list_images, read_rgb_u8
+    from pdfnet.device import half_dtype
+    from pdfnet.engine.inference import half_precision_agreement
+    from pdfnet.models import PDFNet
+    from pdfnet.models.official import load_official
+
+    torch.set_num_threads(opts.threads)
+    device = torch.device(opts.device)
+    if weights:
+        model = load_official(weights)
+    else:
+        torch.manual_seed(0)
+        model = PDFNet(backbone=opts.backbone, emb_dim=128 if opts.backbone.startswith("swin_base") else 32,
+                       depth_head=False)
+    model = model.to(device).eval()
+    if half_dtype(device) != {"bf16": torch.bfloat16, "fp16": torch.float16}[opts.dtype]:
+        print(f"note: --half on {device} runs {half_dtype(device)}, not {opts.dtype} (see pdfnet.device)")
+    paths = sorted(list_images(opts.agreement).items())[:opts.agreement_images]
+    images = [read_rgb_u8(path) for _, path in paths]
+    depths = [im.astype(np.float32).mean(axis=2) / 255 for im in images]
+    rows = [{"image": name, **r} for (name, _), r in
+            zip(paths, half_precision_agreement(model, images, depths, opts.size))]
+    print(f"\n{opts.dtype} vs float32 on {len(rows)} images of {opts.agreement} at {opts.size}² (random weights, "
+          "luminance as depth)")
+    print(f"{'image':60s} {'max |Δprob|':>12s} {'IoU@0.5':>8s}")
+    for r in rows:
+        print(f"{r['image'][:60]:60s} {r['max_abs_prob_diff']:12.2e} {r['mask_iou_at_0.5']:8.4f}")
+    print(f"worst: max |Δprob| {max(r['max_abs_prob_diff'] for r in rows):.2e}, "
+          f"IoU {min(r['mask_iou_at_0.5'] for r in rows):.4f}")
+    return rows
+
+
 def _spawn(impl: str, opts: argparse.Namespace, workdir: Path, weights: str | None) -> dict:
     res_path, npy = workdir / f"{impl}.json", workdir / f"{impl}.npy"
     cmd = [sys.executable, __file__, "--_child", impl, "--size", str(opts.size), "--batch", str(opts.batch),
@@ -196,6 +215,9 @@ def main() -> None:
                    help="side of the square matmul that measures the machine's peak (0: skip FLOPs and peak)")
     p.add_argument("--workdir", default="", help="keep weights and results here; a matching official measurement "
                    "found there is reused instead of re-run (it takes minutes on CPU)")
+    p.add_argument("--agreement", default="", help="also compare --dtype (bf16/fp16) with float32 on the images in "
+                   "this folder: max |Δprob| and mask IoU at 0.5 per image, at --size")
+    p.add_argument("--agreement_images", type=int, default=6, help="how many images of --agreement (sorted by name)")
     p.add_argument("--_child", dest="impl", default="", help=argparse.SUPPRESS)
     p.add_argument("--_result", dest="result", default="", help=argparse.SUPPRESS)
     p.add_argument("--_out_npy", dest="out_npy", default="", help=argparse.SUPPRESS)
@@ -205,8 +227,12 @@ def main() -> None:
         p.error(f"--size must be a multiple of 64, got {opts.size}")
     if opts.official_dir and opts.backbone != "swin_base_patch4_window12_384":
         p.error("--official_dir compares the paper's model: leave --backbone at its default")
-    if opts.official_dir and not (Path(opts.official_dir) / "models" / "PDFNet.py").is_file():
-        p.error(f"--official_dir {opts.official_dir}: no models/PDFNet.py there (clone the official repository)")
+    if opts.official_dir and check_official_dir(opts.official_dir):
+        p.error(check_official_dir(opts.official_dir))
+    if opts.agreement and opts.dtype == "float32":
+        p.error("--agreement compares a half-precision --dtype (bf16 or fp16) with float32")
+    if opts.agreement and not Path(opts.agreement).is_dir():
+        p.error(f"--agreement {opts.agreement}: not a folder")
 
     if opts.impl:  # child process
         Path(opts.result).write_text(json.dumps(run_child(opts)))
@@ -254,6 +280,8 @@ def main() -> None:
             summary["max_abs_logit_diff"] = diff
             print(f"ratio ours/official: time {summary['time_ratio']:.2f}x, peak memory "
                   f"{summary['peak_mem_ratio']:.2f}x; max |logit diff| {diff:.2e}")
+        if opts.agreement:
+            summary["agreement"] = _agreement(opts, weights)
         if opts.json:
             Path(opts.json).write_text(json.dumps(summary, indent=2))
 

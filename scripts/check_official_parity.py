@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_inference import _make_inputs, _official_model  # noqa: E402
+from benchmark_inference import _make_inputs  # noqa: E402
+from official_code import build_official_model  # noqa: E402
 
 from pdfnet.models.official import load_official  # noqa: E402
 
@@ -36,7 +37,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    official = _official_model(args.official_dir).eval()
+    official = build_official_model(args.official_dir).eval()
     ours = load_official(official.state_dict(), variant=args.variant)
     # The official decoder returns [main, side1..side5]; capture them around its inference call.
     captured = {}

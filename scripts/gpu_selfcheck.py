@@ -40,6 +40,7 @@ import torch  # noqa: E402
 
 from pdfnet.config import load_config  # noqa: E402
 from pdfnet.device import configure_cuda_backends, native_bf16, resolve_device, training_amp_dtype  # noqa: E402
+from pdfnet.engine.inference import probability_agreement  # noqa: E402
 from pdfnet.engine.profiling import (  # noqa: E402
     measure_training_steps,
     peak_memory_mib,
@@ -151,10 +152,7 @@ def bf16_agreement(device: torch.device, quick: bool) -> dict:
         p32 = model(batch["image"], batch["depth"])[0].float().sigmoid()
         with torch.autocast(device.type, dtype=torch.bfloat16):
             p16 = model(batch["image"], batch["depth"])[0].float().sigmoid()
-    a, b = p32 > 0.5, p16 > 0.5
-    union = int((a | b).sum())
-    return {"size": size, "max_abs_prob_diff": float((p32 - p16).abs().max()),
-            "mask_iou_at_0.5": float((a & b).sum()) / union if union else 1.0}
+    return {"size": size, **probability_agreement(p32, p16)}
 
 
 def _time(fn, device: torch.device, repeats: int) -> tuple[float, float]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -15,6 +17,14 @@ REFERENCE = SHARED / "reference"
 DIS_SAMPLES = SHARED / "data" / "dis5k-samples"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module (to call its main() or helpers in this process)."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def official_reference(version_dir: str) -> tuple[dict[str, torch.Tensor], Path]:

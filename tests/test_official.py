@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REFERENCE, official_reference
+from conftest import REFERENCE, REPO, load_script, official_reference
 from pdfnet.engine.checkpoint import CheckpointError, model_from_checkpoint
 from pdfnet.models import PDFNet
 from pdfnet.models.official import (
@@ -144,3 +144,34 @@ def test_unreadable_and_foreign_files(tmp_path):
         model_from_checkpoint(foreign)
     with pytest.raises(OfficialCheckpointError, match="not an official PDFNet state dict"):
         load_official({"w": torch.zeros(2)})
+
+
+def test_training_loss_equals_the_official_v2025_03_forward():
+    """Our training forward and PDFNetLoss (variant v2025.03: wIoU smoothing +1, depth target normalised) give the
+    loss the official March-2025 forward computed on the shared reference weights (tests/data/..., recorded by
+    scripts/record_official_loss.py); v2026's smoothing would not, visibly so on a small object."""
+    from pdfnet.config import load_config
+    from pdfnet.losses import PDFNetLoss
+    from pdfnet.models import build_model_with_weights
+    from pdfnet.models.official import convert_state_dict
+
+    recorded = json.loads((REPO / "tests" / "data" / "official_v2025.03_training_loss.json").read_text())["masks"]
+    sd, case = official_reference("official_v1")
+    cfg = load_config(None, ["model.variant=v2025.03", "model.drop_path=0", "model.fusion_dropout=0"])
+    model = build_model_with_weights(cfg.model, convert_state_dict(sd)).train()
+    assert PDFNetLoss.from_config(cfg).wiou_smooth == 1.0
+    image = torch.from_numpy(np.load(case / "in_img.npy"))
+    depth = np.load(case / "in_depth.npy")
+    with torch.no_grad():
+        seg, dep = model(image, torch.from_numpy(depth), return_depth=True)
+    reference_mask = load_script("record_official_loss").reference_mask
+    for name, official in recorded.items():
+        mask = torch.from_numpy(reference_mask(depth, official["threshold"]))
+        assert int(mask.sum()) == official["foreground_pixels"]
+        with torch.no_grad():
+            loss = {v: PDFNetLoss(cfg.loss, variant=v)(seg, mask, torch.from_numpy(depth), dep)[0].item()
+                    for v in ("v2025.03", "v2026")}
+        tolerance = 1e-6 * official["total_loss"]
+        assert abs(loss["v2025.03"] - official["total_loss"]) <= tolerance, name
+        if name == "small":  # v2026's smoothing misses the official loss by far more than the tolerance here
+            assert abs(loss["v2026"] - official["total_loss"]) > 10 * tolerance

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, official_reference
+from conftest import REPO, load_script, official_reference
 from pdfnet.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 
@@ -25,7 +25,7 @@ def _in_process(script: str, *args: str) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
-    module = _load_script(script)
+    module = load_script(script)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = module.main(list(args))
@@ -98,19 +98,10 @@ def test_runtime_code_does_not_need_the_dev_extras():
     assert proc.returncode == 0, proc.stderr
 
 
-def _load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_readme_figure_is_drawn_from_predict_outputs(tiny_checkpoint, tmp_path):
     from pdfnet.data.io import read_rgb_u8
 
-    figure = _load_script("readme_figure")
+    figure = load_script("readme_figure")
     out = tmp_path / "figure.jpg"
     assert figure.main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--scenes", "2", "--size", "96"]) == 0
     assert read_rgb_u8(out).shape == (2 * 96 + 4, 5 * 96 + 4 * 4, 3)  # 2 rows x 5 panels, 4-px gaps
@@ -120,7 +111,7 @@ def test_readme_figure_is_drawn_from_predict_outputs(tiny_checkpoint, tmp_path):
 def test_benchmark_tiling_reports_time_and_memory(tiny_checkpoint, tmp_path, capsys):
     from pdfnet.data.io import write_png
 
-    bench = _load_script("benchmark_tiling")
+    bench = load_script("benchmark_tiling")
     rng = np.random.default_rng(0)
     for split, (h, w) in (("A", (100, 90)), ("B", (300, 410))):
         write_png(tmp_path / "data" / split / "im" / f"{split}.png", rng.integers(0, 255, (h, w, 3), np.uint8))
@@ -151,6 +142,46 @@ def test_benchmark_training_prints_table_and_json(tmp_path):
     assert "saved by module" in done.stdout and "all" in done.stdout
     bad = subprocess.run(cmd[:2] + ["--size", "100"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert bad.returncode == 2 and "multiple of 64" in bad.stderr
+
+
+def test_benchmark_training_official_comparison_helpers(tmp_path, capsys):
+    """The pieces of --official_dir that run without the official code: the gradient comparison, the checks of
+    the arguments, and the first-step gradients handed to the comparison (taken before the optimizer step)."""
+    from pdfnet.config import load_config
+    from pdfnet.engine.profiling import measure_training_steps, synthetic_batch
+    from pdfnet.losses import PDFNetLoss
+    from pdfnet.models import build_model
+
+    bench = load_script("benchmark_training")
+    ref = {"a": torch.tensor([3.0, 4.0]), "b": torch.zeros(2), "only_official": torch.ones(1)}
+    got = {"a": torch.tensor([3.0, 4.05]), "b": torch.zeros(2), "only_ours": torch.ones(1)}
+    torch.save(ref, tmp_path / "off.pt")
+    torch.save(got, tmp_path / "ours.pt")
+    diff, where, one_sided = bench.gradient_difference(tmp_path / "off.pt", tmp_path / "ours.pt")
+    assert diff == pytest.approx(0.05 / 5) and where == "a" and one_sided == ["only_official", "only_ours"]
+
+    assert bench.main(["--official_dir", str(tmp_path)]) == 2
+    assert "no models/PDFNet.py" in capsys.readouterr().err
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "PDFNet.py").write_text("")
+    assert bench.main(["--official_dir", str(tmp_path), "--amp", "bf16"]) == 2
+    assert "runs float32" in capsys.readouterr().err
+
+    cfg = load_config(None, ["model.backbone=swin_tiny_test", "model.emb_dim=16", "model.drop_path=0",
+                             "model.fusion_dropout=0", "data.size=128", "train.amp=none"])
+    data = synthetic_batch(1, 128, torch.device("cpu"))
+    seen = {}
+    torch.manual_seed(0)
+    measure_training_steps(cfg, torch.device("cpu"), 1, steps=1, model=build_model(cfg.model), data=data,
+                           on_first_gradients=lambda m: seen.update(
+                               {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    torch.manual_seed(0)
+    model = build_model(cfg.model).train()
+    seg, dep = model(data["image"], data["depth"], return_depth=True)
+    PDFNetLoss.from_config(cfg)(seg, data["mask"], data["depth_target"], dep)[0].backward()
+    expected = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert seen.keys() == expected.keys()
+    assert all(torch.equal(seen[n], expected[n]) for n in expected)
 
 
 def test_runtime_pins_match_the_test_oracles_so_both_installs_resolve_alike():

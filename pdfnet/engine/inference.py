@@ -89,6 +89,28 @@ def predict_model_size(model: torch.nn.Module, images: Sequence[np.ndarray], dep
         return predict_logits(model, image, depth, tta).sigmoid_()
 
 
+def probability_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
+    """How far two probability maps of the same shape (e.g. float32 and bf16 inference) are apart: the largest
+    |difference| and the IoU of their masks at 0.5 (1.0 when both masks are empty)."""
+    reference, other = reference.float(), other.float()
+    a, b = reference > 0.5, other > 0.5
+    union = int((a | b).sum())
+    return {"max_abs_prob_diff": float((reference - other).abs().max()),
+            "mask_iou_at_0.5": float((a & b).sum()) / union if union else 1.0}
+
+
+def half_precision_agreement(model: torch.nn.Module, images: Sequence[np.ndarray], depths: Sequence[np.ndarray],
+                             size: int) -> list[dict[str, float]]:
+    """:func:`probability_agreement` of ``--half`` inference (bf16/fp16 autocast where the device runs it
+    natively, see ``device.autocast``) with float32, one entry per image, each run at ``size``²."""
+    out = []
+    for image, depth in zip(images, depths):
+        full = predict_model_size(model, [image], [depth], size, half=False)
+        half = predict_model_size(model, [image], [depth], size, half=True)
+        out.append(probability_agreement(full, half))
+    return out
+
+
 def probs_at_size(probs: torch.Tensor, height: int, width: int) -> np.ndarray:
     """[1,S_h,S_w] or [1,1,S_h,S_w] probabilities -> float32 [height,width] numpy in [0,1]."""
     probs = probs.reshape(1, 1, *probs.shape[-2:])

@@ -165,10 +165,12 @@ def synthetic_batch(batch: int, size: int, device: torch.device, seed: int = 0) 
 
 def training_step(forward: Callable, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
                   scaler: torch.amp.GradScaler, data: dict[str, torch.Tensor], amp_dtype: torch.dtype | None,
-                  want_depth: bool, context: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+                  want_depth: bool, context: contextlib.AbstractContextManager | None = None,
+                  after_backward: Callable[[], None] | None = None) -> torch.Tensor:
     """One plain training step on ``data`` (a :func:`synthetic_batch`): forward (under ``amp_dtype`` autocast) and
     loss inside ``context`` (e.g. a saved-tensor meter), backward through ``scaler``, optimizer step. ``forward`` is
-    the model, compiled or DDP-wrapped. Returns the detached loss. (The trainer's step adds accumulation and the
+    the model, compiled or DDP-wrapped; ``after_backward`` runs between backward and the optimizer step (to read the
+    gradients). Returns the detached loss. (The trainer's step adds accumulation and the
     non-finite policy; this one serves the benchmarks and the self-check.)"""
     autocast = torch.autocast(data["image"].device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     with context or contextlib.nullcontext():
@@ -178,46 +180,65 @@ def training_step(forward: Callable, loss_fn: torch.nn.Module, optimizer: torch.
         total, _ = loss_fn(seg, data["mask"], data["depth_target"], dep)
     del out, seg, dep
     scaler.scale(total).backward()
+    if after_backward is not None:
+        after_backward()
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return total.detach()
 
 
+def time_steps(step: Callable[[int], float], device: torch.device, steps: int, warmup: int = 1
+               ) -> tuple[float, float, list[float]]:
+    """Call ``step(i)`` (one training step returning its loss) ``warmup + steps`` times; returns the median seconds
+    of the timed steps, the highest peak memory of a timed step in MiB (see :func:`peak_memory_mib`) and every
+    step's loss."""
+    times, peaks, losses = [], [], []
+    for i in range(warmup + steps):
+        synchronize(device)
+        reset_peak_memory(device)
+        started = time.perf_counter()
+        losses.append(step(i))
+        synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - started)
+            peaks.append(peak_memory_mib(device))
+    return statistics.median(times), max(peaks), losses
+
+
 def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps: int = 3, warmup: int = 1,
-                           seed: int = 0, compile_backend: str = "inductor") -> TrainingStepResult:
-    """Build ``cfg.model`` (random init), then run ``warmup + steps`` real training steps on one synthetic batch of
-    ``cfg.data.size``² under ``cfg.train.amp`` (and ``torch.compile`` when ``cfg.train.compile``); the bytes saved
-    for backward are counted on the first step."""
+                           seed: int = 0, compile_backend: str = "inductor", model: torch.nn.Module | None = None,
+                           data: dict[str, torch.Tensor] | None = None,
+                           on_first_gradients: Callable[[torch.nn.Module], None] | None = None) -> TrainingStepResult:
+    """Build ``cfg.model`` (random init) unless ``model`` is given, then run ``warmup + steps`` real training steps
+    on one batch (``data``, default a :func:`synthetic_batch` of ``cfg.data.size``²) under ``cfg.train.amp`` (and
+    ``torch.compile`` when ``cfg.train.compile``); the bytes saved for backward are counted on the first step, and
+    ``on_first_gradients(model)`` sees the first step's gradients before the optimizer uses them."""
     torch.manual_seed(seed)
-    model = build_model(cfg.model).to(device).train()
+    model = (model if model is not None else build_model(cfg.model)).to(device).train()
     forward = torch.compile(model, backend=compile_backend) if cfg.train.compile else model
     want_depth = model.has_depth_head and cfg.loss.depth_weight > 0
     loss_fn = PDFNetLoss.from_config(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     amp_dtype = training_amp_dtype(device, cfg.train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    data = synthetic_batch(batch, cfg.data.size, device, seed)
+    if data is None:
+        data = synthetic_batch(batch, cfg.data.size, device, seed)
+    data = {k: v.to(device) for k, v in data.items()}
 
-    def step(meter: SavedTensorMeter | None) -> float:
-        context = meter.active() if meter is not None else contextlib.nullcontext()
-        return float(training_step(forward, loss_fn, optimizer, scaler, data, amp_dtype, want_depth, context))
+    def step(i: int) -> float:
+        # Saved-tensor hooks and torch.compile do not mix: compiled runs report no saved bytes (0).
+        context = meter.active() if i == 0 and not cfg.train.compile else contextlib.nullcontext()
+        inspect = (lambda: on_first_gradients(model)) if i == 0 and on_first_gradients else None
+        return float(training_step(forward, loss_fn, optimizer, scaler, data, amp_dtype, want_depth, context,
+                                   inspect))
 
-    # Saved-tensor hooks and torch.compile do not mix: compiled runs report no saved bytes (0).
     meter = SavedTensorMeter(model)
-    times, peaks, losses = [], [], []
-    for i in range(warmup + steps):
-        synchronize(device)
-        reset_peak_memory(device)
-        started = time.perf_counter()
-        losses.append(step(meter if i == 0 and not cfg.train.compile else None))
-        synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - started)
-            peaks.append(peak_memory_mib(device))
+    step_s, peak, losses = time_steps(step, device, steps, warmup)
     meter.close()
     return TrainingStepResult(
-        step_s=statistics.median(times), peak_mib=max(peaks), saved_for_backward_mib=meter.total_bytes / MIB,
+        step_s=step_s, peak_mib=peak, saved_for_backward_mib=meter.total_bytes / MIB,
         saved_by_module_mib={k: v / MIB for k, v in sorted(meter.by_module.items())}, device=str(device),
-        size=cfg.data.size, batch=batch, amp=cfg.train.amp, grad_checkpointing=cfg.model.grad_checkpointing,
+        size=int(data["image"].shape[-1]), batch=int(data["image"].shape[0]), amp=cfg.train.amp,
+        grad_checkpointing=cfg.model.grad_checkpointing,
         steps=steps, losses=losses)

@@ -6,7 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvNormAct, checkpointed, lean_inference, release_freed_memory, resize, resize_like
+from .blocks import (
+    ConvNormAct,
+    channels_last,
+    checkpointed,
+    lean_inference,
+    norm_act_head,
+    release_freed_memory,
+    resize,
+    resize_like,
+)
 from .fusion import FSE
 
 # Feature pyramids are lists [L1, L2, L3, L4, global]: L1 finest, ``global`` at the L4 resolution.
@@ -45,14 +54,15 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
 
     x: [B,Cin,H,W] -> [B,Cout,H,W]. Output rows [i, j) of the strided conv only see upsampled rows [4i, 4j), so each
     strip upsamples just those rows and runs the same conv: the official arithmetic without materialising the whole
-    [B,Cin,4H,4W] input (400 MB at 1024²). In lean inference the result is channels-last (the fast layout for the
-    full-resolution convs that follow).
+    [B,Cin,4H,4W] input (400 MB at 1024²). The result is channels-last (the fast layout for the full-resolution
+    convs that follow).
     """
     b, _, h, w = x.shape
     size = (4 * h, 4 * w)
     if not lean_inference(x):
-        return torch.cat([conv(resize_rows(x, size, 4 * start, 4 * min(h, start + strip_rows)))
-                          for start in range(0, h, strip_rows)], dim=2)
+        return channels_last(torch.cat([
+            conv(channels_last(resize_rows(x, size, 4 * start, 4 * min(h, start + strip_rows))))
+            for start in range(0, h, strip_rows)], dim=2))
     out = torch.empty(b, conv.out_channels, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     for start in range(0, h, strip_rows):
         stop = min(h, start + strip_rows)
@@ -142,10 +152,11 @@ class SegmentationDecoder(nn.Module):
 
     def _refined_half(self, mix: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
         half = (2 * mix.shape[-2], 2 * mix.shape[-1])
-        return self.refine_half(resize(mix, half) + resize(shallow, half))
+        return self.refine_half(channels_last(resize(mix, half) + resize(shallow, half)))
 
     def _main_logits(self, x: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
-        return self.heads[0](self.refine_full(resize(x, shallow.shape[-2:]) + shallow))
+        unit = self.refine_full[0]
+        return norm_act_head(unit, self.heads[0], unit[0](channels_last(resize(x, shallow.shape[-2:]) + shallow)))
 
     def forward(self, image: torch.Tensor, depth3: torch.Tensor, img_feats: Pyramid, depth_feats: Pyramid,
                 patch_feats: Pyramid, release_inputs: bool = False) -> list[torch.Tensor]:
@@ -247,8 +258,8 @@ class DepthDecoder(nn.Module):
 
     def _full_resolution(self, image: torch.Tensor, depth3: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
         """The finest depth logits [B,1,H,W] from the L1 decoding d1 and the full-resolution shallow features."""
-        shallow = self.shallow(torch.cat([image, depth3], dim=1) if self.concat_streams else image)
+        shallow = self.shallow(channels_last(torch.cat([image, depth3], dim=1) if self.concat_streams else image))
         x = d1 + resize_like(shallow, d1)
-        x = self.refine_half(resize(x, (2 * x.shape[-2], 2 * x.shape[-1])))
+        x = self.refine_half(channels_last(resize(x, (2 * x.shape[-2], 2 * x.shape[-1]))))
         x = resize(x + resize_like(shallow, x), (2 * x.shape[-2], 2 * x.shape[-1]))
-        return self.heads[0](self.refine_full(x))
+        return norm_act_head(self.refine_full, self.heads[0], self.refine_full[0](channels_last(x)))
