@@ -71,28 +71,31 @@ class SSIMLoss(nn.Module):
     """1 − (1 + SSIM)/2 with an 11x11 Gaussian window (σ 1.5), zero padding, C1 = 0.01², C2 = 0.03²; SSIM averaged
     over all pixels of the batch.
 
-    The Gaussian is separable, so each blur is an 11x1 then a 1x11 convolution (the official 11x11 kernel up to
-    float rounding): on CPU the 2-D kernel's backward was a third of a training step."""
+    The Gaussian is separable, and each 1-D pass is a weighted sum of 11 shifted slices, run once for the five
+    blurred maps stacked (the official 11x11 kernel up to float rounding). On CPU the 2-D kernel's backward was a
+    third of a training step, and single-channel convolutions are slow there too: at 1024² the shifted sums take a
+    quarter of the time of five separable convolutions, forward and backward."""
 
     def __init__(self, window: int = 11, sigma: float = 1.5) -> None:
         super().__init__()
         self.register_buffer("taps", _gaussian_1d(window, sigma), persistent=False)
 
+    def blur(self, t: torch.Tensor) -> torch.Tensor:
+        """The zero-padded separable Gaussian of t [B,C,H,W] (each channel on its own)."""
+        taps = self.taps.tolist()  # Python floats: constants, so autograd keeps nothing for the products
+        pad = len(taps) // 2
+        for dim in (-2, -1):
+            n = t.shape[dim]
+            padded = F.pad(t, (0, 0, pad, pad) if dim == -2 else (pad, pad, 0, 0))
+            t = padded.narrow(dim, 0, n) * taps[0]
+            for k in range(1, len(taps)):
+                t.add_(padded.narrow(dim, k, n), alpha=taps[k])
+        return t
+
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x, y = probs.float(), target.float()
-        c = x.shape[1]
-        taps = self.taps.to(x.device)
-        vertical, horizontal = taps.view(1, 1, -1, 1).expand(c, 1, -1, -1), taps.view(1, 1, 1, -1).expand(c, 1, -1, -1)
-        pad = taps.numel() // 2
-
-        def blur(t: torch.Tensor) -> torch.Tensor:
-            t = F.conv2d(t, vertical, padding=(pad, 0), groups=c)
-            return F.conv2d(t, horizontal, padding=(0, pad), groups=c)
-
-        mu_x, mu_y = blur(x), blur(y)
-        sigma_x = blur(x * x) - mu_x**2
-        sigma_y = blur(y * y) - mu_y**2
-        sigma_xy = blur(x * y) - mu_x * mu_y
+        mu_x, mu_y, xx, yy, xy = self.blur(torch.cat([x, y, x * x, y * y, x * y], dim=1)).chunk(5, dim=1)
+        sigma_x, sigma_y, sigma_xy = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
         c1, c2 = 0.01**2, 0.03**2
         ssim = ((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2))
         return 1 - (1 + ssim.mean()) / 2

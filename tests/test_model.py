@@ -86,6 +86,28 @@ def test_upsample4_conv4_equals_upsample_then_strided_conv():
     torch.testing.assert_close(upsample4_conv4(x, conv, strip_rows=7), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_upsample4_conv4_training_gradients_equal_autograd():
+    """The training form keeps x only and re-upsamples strips in backward: same weight, bias and input gradients
+    as autograd through the whole upsampled map, in float32 and under bf16 autocast."""
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(6, 8, kernel_size=4, stride=4)
+    x = torch.randn(2, 6, 37, 29, requires_grad=True)
+    g = torch.randn(2, 8, 37, 29)
+    for dtype, tol in ((None, 1e-4), (torch.bfloat16, 5e-2)):
+        grads = []
+        for fused in (True, False):
+            conv.zero_grad()
+            x.grad = None
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = (upsample4_conv4(x, conv, strip_rows=10) if fused else
+                       conv(F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=True)))
+            assert out.dtype == (dtype or torch.float32)
+            out.backward(g.to(out.dtype))
+            grads.append([conv.weight.grad.clone(), conv.bias.grad.clone(), x.grad.clone()])
+        for got, expected in zip(*grads):
+            torch.testing.assert_close(got, expected, atol=tol * expected.abs().max().item(), rtol=0)
+
+
 def test_strip_helpers_match_whole_tensor_ops():
     torch.manual_seed(2)
     block = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.SiLU())

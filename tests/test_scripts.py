@@ -65,15 +65,30 @@ def test_convert_official_bad_input(tmp_path):
 
 @pytest.mark.parametrize("size", [128])
 def test_benchmark_inference_prints_table_and_json(tmp_path, size):
+    import cv2
+
     out = tmp_path / "bench.json"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(photos / f"p{i}.png"), rng.integers(0, 255, (90 + 10 * i, 120, 3), dtype=np.uint8))
     proc = _run("scripts/benchmark_inference.py", "--size", str(size), "--runs", "1", "--warmup", "0",
-                "--threads", "1", "--json", str(out), "--backbone", "swin_tiny_test", "--mm_size", "512")
+                "--threads", "1", "--json", str(out), "--backbone", "swin_tiny_test", "--mm_size", "512",
+                "--dtype", "bf16", "--agreement", str(photos), "--agreement_images", "2")
     assert proc.returncode == 0, proc.stderr
     assert "ours" in proc.stdout and "peak MiB" in proc.stdout
-    result = json.loads(out.read_text())["results"][0]
-    assert result["impl"] == "ours" and result["median_s"] > 0 and result["peak_mem_mib"] > 0
-    assert result["gflop_per_image"] > 0 and result["matmul_peak_gflops"] > 0
+    summary = json.loads(out.read_text())
+    result = summary["results"][0]
+    assert result["impl"] == "ours" and result["dtype"] == "bf16" and result["median_s"] > 0
+    assert result["peak_mem_mib"] > 0 and result["gflop_per_image"] > 0 and result["matmul_peak_gflops"] > 0
     assert 0 < result["fraction_of_matmul_peak"] < 2 and "GFLOP per image" in proc.stdout
+    # bf16 against float32 on the folder's first two images (float32 twice on a CPU without native bf16)
+    assert [r["image"] for r in summary["agreement"]] == ["p0", "p1"]
+    assert all(0 <= r["max_abs_prob_diff"] < 0.5 and 0 <= r["mask_iou_at_0.5"] <= 1 for r in summary["agreement"])
+    assert "IoU@0.5" in proc.stdout
+    bad = _run("scripts/benchmark_inference.py", "--agreement", str(photos))
+    assert bad.returncode == 2 and "half-precision" in bad.stderr
 
 
 def test_runtime_code_does_not_need_the_dev_extras():
