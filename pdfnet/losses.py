@@ -67,34 +67,53 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return (g[:, None] @ g[None, :])[None, None]  # [1,1,size,size]
 
 
+def _blur(t: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
+    """Zero-padded separable blur of t [B,C,H,W] by the 1-D ``taps`` along H then W, as weighted sums of shifted
+    slices (on CPU several times faster than single-channel convolutions)."""
+    pad = len(taps) // 2
+    for dim in (-2, -1):
+        n = t.shape[dim]
+        padded = F.pad(t, (0, 0, pad, pad) if dim == -2 else (pad, pad, 0, 0))
+        t = padded.narrow(dim, 0, n) * taps[0]
+        for k in range(1, len(taps)):
+            t.add_(padded.narrow(dim, k, n), alpha=taps[k])
+    return t
+
+
+class _SymmetricBlur(torch.autograd.Function):
+    """:func:`_blur` with a symmetric kernel. Zero-padded correlation with a symmetric kernel is a symmetric linear
+    map, so its backward is the same blur of the gradient: nothing is kept, and no per-tap gradient buffers are
+    built (autograd through the shifted slices zero-filled one padded map per tap)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
+        ctx.taps = taps
+        return _blur(t, taps)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return _blur(grad, ctx.taps), None
+
+
 class SSIMLoss(nn.Module):
     """1 − (1 + SSIM)/2 with an 11x11 Gaussian window (σ 1.5), zero padding, C1 = 0.01², C2 = 0.03²; SSIM averaged
     over all pixels of the batch.
 
-    The Gaussian is separable, and each 1-D pass is a weighted sum of 11 shifted slices, run once for the five
-    blurred maps stacked (the official 11x11 kernel up to float rounding). On CPU the 2-D kernel's backward was a
-    third of a training step, and single-channel convolutions are slow there too: at 1024² the shifted sums take a
-    quarter of the time of five separable convolutions, forward and backward."""
+    The Gaussian is separable: each blur is an 11-tap pass along H then W (:func:`_blur`), run once for the five
+    blurred maps stacked, with the blur itself as its backward (the official 11x11 kernel up to float rounding). On
+    CPU the 2-D kernel's backward was a third of a training step, and single-channel convolutions are slow there too:
+    at 1024² this takes a few percent of the time of five separable convolutions, forward and backward."""
 
     def __init__(self, window: int = 11, sigma: float = 1.5) -> None:
         super().__init__()
-        self.register_buffer("taps", _gaussian_1d(window, sigma), persistent=False)
-
-    def blur(self, t: torch.Tensor) -> torch.Tensor:
-        """The zero-padded separable Gaussian of t [B,C,H,W] (each channel on its own)."""
-        taps = self.taps.tolist()  # Python floats: constants, so autograd keeps nothing for the products
-        pad = len(taps) // 2
-        for dim in (-2, -1):
-            n = t.shape[dim]
-            padded = F.pad(t, (0, 0, pad, pad) if dim == -2 else (pad, pad, 0, 0))
-            t = padded.narrow(dim, 0, n) * taps[0]
-            for k in range(1, len(taps)):
-                t.add_(padded.narrow(dim, k, n), alpha=taps[k])
-        return t
+        self.taps = tuple(_gaussian_1d(window, sigma).tolist())
+        if self.taps != self.taps[::-1]:
+            raise ValueError("the SSIM window must be symmetric")
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x, y = probs.float(), target.float()
-        mu_x, mu_y, xx, yy, xy = self.blur(torch.cat([x, y, x * x, y * y, x * y], dim=1)).chunk(5, dim=1)
+        stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+        mu_x, mu_y, xx, yy, xy = _SymmetricBlur.apply(stacked, self.taps).chunk(5, dim=1)
         sigma_x, sigma_y, sigma_xy = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
         c1, c2 = 0.01**2, 0.03**2
         ssim = ((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2))

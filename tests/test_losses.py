@@ -107,7 +107,7 @@ def test_separable_filters_equal_the_official_2d_ones():
     pool2d = torch.nn.functional.avg_pool2d(mask, kernel_size=31, stride=1, padding=15)
     torch.testing.assert_close(boundary_weight(mask), 1 + 5 * (pool2d - mask).abs(), rtol=0, atol=1e-6)
 
-    x = torch.rand(2, 1, 40, 40)
+    x = torch.rand(2, 1, 40, 40, requires_grad=True)
     win = _gaussian_window()
 
     def blur(t):
@@ -116,7 +116,13 @@ def test_separable_filters_equal_the_official_2d_ones():
     mu_x, mu_y = blur(x), blur(mask)
     sx, sy, sxy = blur(x * x) - mu_x**2, blur(mask * mask) - mu_y**2, blur(x * mask) - mu_x * mu_y
     ssim = ((2 * mu_x * mu_y + 1e-4) * (2 * sxy + 9e-4)) / ((mu_x**2 + mu_y**2 + 1e-4) * (sx + sy + 9e-4))
-    assert SSIMLoss()(x, mask).item() == pytest.approx(1 - (1 + ssim.mean().item()) / 2, abs=1e-6)
+    official = 1 - (1 + ssim.mean()) / 2
+    ours = SSIMLoss()(x, mask)
+    assert ours.item() == pytest.approx(official.item(), abs=1e-6)
+    # the blur's hand-written backward (the blur itself: the zero-padded Gaussian is a symmetric map)
+    (expected,) = torch.autograd.grad(official, x)
+    (got,) = torch.autograd.grad(ours, x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
 
 
 def test_depth_target_is_min_max_normalised_per_sample_as_the_official_forward():
