@@ -270,8 +270,9 @@ def main() -> None:
             share = rate / peak if work and r["dtype"] == opts.dtype else float("nan")  # the peak is in --dtype
             if work:
                 r["achieved_gflops"], r["fraction_of_matmul_peak"] = rate, share
+            share_text = f"{share:10.1%}" if share == share else f"{'-':>10s}"  # no peak in another dtype
             print(f"{r['impl']:10s} {r['dtype']:>8s} {r['median_s']:10.2f} {r['per_image_s']:10.2f} "
-                  f"{r['peak_mem_mib']:10.0f} {rate:9.1f} {share:10.1%}  {r['peak_kind']}")
+                  f"{r['peak_mem_mib']:10.0f} {rate:9.1f} {share_text}  {r['peak_kind']}")
         if work:
             print(f"model: {work:.1f} GFLOP per image (torch.utils.flop_counter); this machine's {opts.mm_size}² "
                   f"matmul in {opts.dtype}: {peak:.1f} GFLOP/s")

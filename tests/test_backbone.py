@@ -85,3 +85,32 @@ def test_shift_mask_matches_official_region_labels():
     token = lambda r, c: r * 12 + c  # noqa: E731
     assert mask[0, token(0, 0), token(5, 5)] and not mask[0, token(0, 0), token(0, 6)]
     assert not mask[0, token(0, 0), token(6, 0)] and mask[0, token(11, 11), token(6, 6)]
+
+
+@pytest.mark.parametrize("hw, shift", [((5, 4), 0), ((5, 4), 3), ((2, 3), 3)])
+def test_single_window_maps_attend_for_real_queries_only(hw, shift):
+    """A map smaller than one window: the block computes only the real tokens' queries (padding still serves as
+    keys/values), and must give what the full padded window gives after un-rolling and cropping."""
+    from pdfnet.models.backbone import SwinBlock, _shift_segments
+
+    torch.manual_seed(5)
+    block = SwinBlock(dim=16, num_heads=2, window=6, shift=shift, drop_path=0.0).eval()
+    h, w = hw
+    x = torch.randn(2, h * w, 16)
+    mask = shifted_window_mask(6, 6, 6, 3, x.device) if shift else None
+    got = block(x, hw, mask)
+    # Reference: the padded window in full, then un-roll and crop.
+    qkv = block.attn.qkv(block.norm1(x)).view(2, h, w, 48)
+    placed = block.attn.qkv.bias.expand(2, 6, 6, 48).clone()
+    rows, cols = _shift_segments(h, shift, 6), _shift_segments(w, shift, 6)
+    for r0, r1, rd in rows:
+        for c0, c1, cd in cols:
+            placed[:, rd:rd + r1 - r0, cd:cd + c1 - c0] = qkv[:, r0:r1, c0:c1]
+    full = block.attn.attend(placed, mask)
+    y = torch.empty(2, h, w, 16)
+    for r0, r1, rd in rows:
+        for c0, c1, cd in cols:
+            y[:, r0:r1, c0:c1] = full[:, rd:rd + r1 - r0, cd:cd + c1 - c0]
+    x_ref = x + block.attn.proj(y.reshape(2, h * w, 16))
+    expected = x_ref + block.mlp(block.norm2(x_ref))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

@@ -295,3 +295,22 @@ def test_lean_norm_in_row_chunks_equals_one_chunk(monkeypatch):
     torch.testing.assert_close(one, many, rtol=1e-6, atol=1e-7)
     for a, b in zip(grads_one, grads_many):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_maps_are_normed_as_nhwc_with_the_same_values_and_gradients():
+    """rms_norm_train on a channels-last map takes the NHWC route (contiguous chunks); the result keeps the
+    channels-last layout and equals the [B,C,H,W] route, forward and backward."""
+    from pdfnet.models.blocks import channels_last, rms_norm_train
+
+    torch.manual_seed(4)
+    x = torch.randn(2, 8, 20, 12)
+    w = torch.randn(8, requires_grad=True)
+    g = torch.randn(2, 8, 20, 12)
+    results = []
+    for layout in (lambda t: t.contiguous(), channels_last):
+        xi = layout(x).requires_grad_()
+        out = rms_norm_train(xi, w, 1, 1e-6, silu=True)
+        assert out.is_contiguous(memory_format=torch.channels_last) == (layout is channels_last)
+        results.append((out, *torch.autograd.grad(out, (xi, w), layout(g))))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
