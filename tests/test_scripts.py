@@ -173,7 +173,7 @@ def test_benchmark_training_official_comparison_helpers(tmp_path, capsys):
     torch.save(ref, tmp_path / "off.pt")
     torch.save(got, tmp_path / "ours.pt")
     diff, where, one_sided = bench.gradient_difference(tmp_path / "off.pt", tmp_path / "ours.pt")
-    assert diff == pytest.approx(0.05 / 5) and where == "a" and one_sided == ["only_official", "only_ours"]
+    assert diff == pytest.approx(0.05 / 5, rel=1e-5) and where == "a" and one_sided == ["only_official", "only_ours"]
 
     assert bench.main(["--official_dir", str(tmp_path)]) == 2
     assert "no models/PDFNet.py" in capsys.readouterr().err
