@@ -62,6 +62,19 @@ def _make_inputs(size: int, batch: int, seed: int):
     return img, depth
 
 
+def _our_model(backbone: str, weights: str | None):
+    """Our model as benchmarked: the shared official-format weights when they exist, else a seeded random init."""
+    import torch
+
+    from pdfnet.models import PDFNet
+    from pdfnet.models.official import load_official
+
+    if weights and Path(weights).exists():
+        return load_official(weights)
+    torch.manual_seed(0)
+    return PDFNet(backbone=backbone, emb_dim=128 if backbone.startswith("swin_base") else 32, depth_head=False)
+
+
 def run_child(opts: argparse.Namespace) -> dict:
     import torch
 
@@ -80,16 +93,7 @@ def run_child(opts: argparse.Namespace) -> dict:
         def infer(img, depth):
             return model.inference(img, depth)[1]
     else:
-        from pdfnet.models import PDFNet
-        from pdfnet.models.official import load_official
-
-        if opts.weights and Path(opts.weights).exists():
-            model = load_official(opts.weights)
-        else:
-            torch.manual_seed(0)
-            model = PDFNet(backbone=opts.backbone, emb_dim=128 if opts.backbone.startswith("swin_base") else 32,
-                           depth_head=False)
-        model = model.to(device).eval()
+        model = _our_model(opts.backbone, opts.weights).to(device).eval()
 
         def infer(img, depth):
             return model(img, depth)[0]
@@ -151,18 +155,10 @@ def _agreement(opts: argparse.Namespace, weights: str | None) -> list[dict]:
     from pdfnet.data.io import list_images, read_rgb_u8
     from pdfnet.device import half_dtype
     from pdfnet.engine.inference import half_precision_agreement
-    from pdfnet.models import PDFNet
-    from pdfnet.models.official import load_official
 
     torch.set_num_threads(opts.threads)
     device = torch.device(opts.device)
-    if weights:
-        model = load_official(weights)
-    else:
-        torch.manual_seed(0)
-        model = PDFNet(backbone=opts.backbone, emb_dim=128 if opts.backbone.startswith("swin_base") else 32,
-                       depth_head=False)
-    model = model.to(device).eval()
+    model = _our_model(opts.backbone, weights).to(device).eval()
     if half_dtype(device) != {"bf16": torch.bfloat16, "fp16": torch.float16}[opts.dtype]:
         print(f"note: --half on {device} runs {half_dtype(device)}, not {opts.dtype} (see pdfnet.device)")
     paths = sorted(list_images(opts.agreement).items())[:opts.agreement_images]
@@ -230,8 +226,8 @@ def main() -> None:
         p.error(f"--size must be a multiple of 64, got {opts.size}")
     if opts.official_dir and opts.backbone != "swin_base_patch4_window12_384":
         p.error("--official_dir compares the paper's model: leave --backbone at its default")
-    if opts.official_dir and check_official_dir(opts.official_dir):
-        p.error(check_official_dir(opts.official_dir))
+    if opts.official_dir and (problem := check_official_dir(opts.official_dir)):
+        p.error(problem)
     if opts.agreement and opts.dtype == "float32":
         p.error("--agreement compares a half-precision --dtype (bf16 or fp16) with float32")
     if opts.agreement and not Path(opts.agreement).is_dir():
@@ -249,9 +245,10 @@ def main() -> None:
         if opts.official_dir:
             weights = str(workdir / "official_weights.pth")
             cached = workdir / "official.json"
-            settings = ("size", "batch", "device", "threads")
+            wanted = {"size": opts.size, "batch": opts.batch, "device": opts.device, "threads": opts.threads,
+                      "dtype": "float32"}  # the official code is always measured in float32
             if opts.workdir and cached.exists() and Path(weights).exists() and all(
-                    json.loads(cached.read_text()).get(k) == getattr(opts, k) for k in settings):
+                    json.loads(cached.read_text()).get(k) == v for k, v in wanted.items()):
                 print(f"reusing the official measurement in {cached}")
                 results.append({**json.loads(cached.read_text()), "_npy": str(workdir / "official.npy")})
             else:

@@ -94,11 +94,11 @@ def _comparison_config(args: argparse.Namespace, mode: str):
                               "train.amp=none"])
 
 
-def _save_gradients(model, named: dict[str, str], path: Path) -> None:
-    """The model's gradients under official key names (``named``: our parameter name -> official key)."""
+def _save_gradients(model, path: Path, key=lambda name: name) -> None:
+    """The model's gradients, each under ``key(parameter name)`` (official key names for ours)."""
     import torch
 
-    grads = {named[n]: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    grads = {key(n): p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     torch.save(grads, path)
 
 
@@ -130,7 +130,7 @@ def run_official_child(args: argparse.Namespace) -> dict:
         _, loss, _ = model(data["image"], data["depth"], data["mask"], data["depth_target"])
         loss.backward()
         if i == 0:
-            _save_gradients(model, {n: n for n, _ in model.named_parameters()}, args.workdir / "official_grads.pt")
+            _save_gradients(model, args.workdir / "official_grads.pt")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
@@ -154,10 +154,9 @@ def run_ours_child(args: argparse.Namespace, mode: str) -> dict:
     device = resolve_device(args.device)
     cfg = _comparison_config(args, mode)
     model = build_model_with_weights(cfg.model, convert_state_dict(torch.load(args.workdir / "weights.pth")))
-    names = {n: ours_to_official(n) for n, _ in model.named_parameters()}
     result = measure_training_steps(
         cfg, device, args.batch, steps=args.steps, model=model, data=torch.load(args.workdir / "batch.pt"),
-        on_first_gradients=lambda m: _save_gradients(m, names, args.workdir / f"ours_{mode}_grads.pt"))
+        on_first_gradients=lambda m: _save_gradients(m, args.workdir / f"ours_{mode}_grads.pt", ours_to_official))
     return {"impl": "ours", **result.__dict__, "threads": torch.get_num_threads()}
 
 

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", type=Path, default=REFERENCE, help="the shared reference folder")
     p.add_argument("--out", type=Path, default=OUT, help="JSON to write")
     args = p.parse_args(argv)
-    if check_official_dir(args.official_dir):
-        p.error(check_official_dir(args.official_dir))
+    if problem := check_official_dir(args.official_dir):
+        p.error(problem)
     sys.path.insert(0, str(args.reference))
     import official_weights  # type: ignore[import-not-found]
 

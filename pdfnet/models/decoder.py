@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,21 +59,26 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
     [B,Cin,4H,4W] input (400 MB at 1024²). The result is channels-last (the fast layout for the full-resolution
     convs that follow).
     """
-    b, _, h, w = x.shape
-    size = (4 * h, 4 * w)
     if torch.is_grad_enabled() and not torch.compiler.is_compiling() and conv.stride == (4, 4) \
             and conv.kernel_size == (4, 4) and conv.padding == (0, 0):
         return _Upsample4Conv4.apply(x, conv.weight, conv.bias, strip_rows)
     if not lean_inference(x):
-        return channels_last(torch.cat([
-            conv(channels_last(resize_rows(x, size, 4 * start, 4 * min(h, start + strip_rows))))
-            for start in range(0, h, strip_rows)], dim=2))
+        return channels_last(torch.cat([conv(channels_last(strip)) for _, _, strip in _upsampled_strips(x, strip_rows)],
+                                       dim=2))
+    b, _, h, w = x.shape
     out = torch.empty(b, conv.out_channels, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    for start, stop, strip in _upsampled_strips(x, strip_rows):
+        out[:, :, start:stop] = conv(channels_last(strip))
+    return out
+
+
+def _upsampled_strips(x: torch.Tensor, strip_rows: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(i, j, rows [4i, 4j) of the 4x upsampled x) for the row strips [i, j) of ``strip_rows`` rows of x, one at a
+    time."""
+    h, w = x.shape[-2:]
     for start in range(0, h, strip_rows):
         stop = min(h, start + strip_rows)
-        strip = resize_rows(x, size, 4 * start, 4 * stop).contiguous(memory_format=torch.channels_last)
-        out[:, :, start:stop] = conv(strip)
-    return out
+        yield start, stop, resize_rows(x, (4 * h, 4 * w), 4 * start, 4 * stop)
 
 
 class _Upsample4Conv4(torch.autograd.Function):
@@ -84,10 +91,9 @@ class _Upsample4Conv4(torch.autograd.Function):
                 strip_rows: int) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.strip_rows, ctx.has_bias = strip_rows, bias is not None
-        with torch.no_grad():
-            out = torch.cat([F.conv2d(channels_last(strip), weight.to(strip.dtype), None if bias is None else
-                                      bias.to(strip.dtype), stride=4)
-                             for strip in _upsampled_strips(x, strip_rows)], dim=2)
+        with torch.no_grad():  # autocast, when active, picks the conv's dtype as for the module
+            out = torch.cat([F.conv2d(channels_last(strip), weight, bias, stride=4)
+                             for _, _, strip in _upsampled_strips(x, strip_rows)], dim=2)
         ctx.dtype = out.dtype
         return channels_last(out)
 
@@ -97,27 +103,19 @@ class _Upsample4Conv4(torch.autograd.Function):
         want_x, want_w, want_b = ctx.needs_input_grad[:3]
         grad_x = torch.zeros_like(x) if want_x else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
-        w = weight.to(ctx.dtype)
-        for start, strip in zip(range(0, x.shape[2], ctx.strip_rows), _upsampled_strips(x, ctx.strip_rows)):
-            g = grad[:, :, start:start + strip.shape[2] // 4].to(ctx.dtype)
+        for start, stop, strip in _upsampled_strips(x, ctx.strip_rows):
+            g = grad[:, :, start:stop].to(ctx.dtype)
             if want_w:
                 grad_w += torch.nn.grad.conv2d_weight(channels_last(strip.to(ctx.dtype)), weight.shape, g,
                                                       stride=4).float()
             if want_x:
                 with torch.enable_grad():
                     x_ = x.detach().requires_grad_()
-                    piece = resize_rows(x_, (4 * x.shape[2], 4 * x.shape[3]), 4 * start, 4 * start + strip.shape[2])
-                    (gx,) = torch.autograd.grad(F.conv2d(piece.to(ctx.dtype), w, stride=4), x_, g)
+                    piece = resize_rows(x_, (4 * x.shape[2], 4 * x.shape[3]), 4 * start, 4 * stop)
+                    (gx,) = torch.autograd.grad(F.conv2d(piece.to(ctx.dtype), weight.to(ctx.dtype), stride=4), x_, g)
                 grad_x += gx
         grad_b = grad.float().sum(dim=(0, 2, 3)).to(weight.dtype) if want_b and ctx.has_bias else None
         return grad_x, grad_w.to(weight.dtype) if want_w else None, grad_b, None
-
-
-def _upsampled_strips(x: torch.Tensor, strip_rows: int):
-    """Rows [4i, 4j) of the 4x upsampled x, for the row strips [i, j) of ``strip_rows`` rows, one at a time."""
-    h, w = x.shape[-2:]
-    for start in range(0, h, strip_rows):
-        yield resize_rows(x, (4 * h, 4 * w), 4 * start, 4 * min(h, start + strip_rows))
 
 
 def conv_rows_inplace_(x: torch.Tensor, fn: nn.Module, halo: int = 1, strip_rows: int = 128) -> torch.Tensor:
