@@ -114,3 +114,34 @@ def test_single_window_maps_attend_for_real_queries_only(hw, shift):
     x_ref = x + block.attn.proj(y.reshape(2, h * w, 16))
     expected = x_ref + block.mlp(block.norm2(x_ref))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_own_mlp_drop_path_and_init_equal_timms_layers():
+    """The encoder's small layers are written here (importing timm.layers costs ~200 MB per process); timm is the
+    oracle: same outputs, the same random stream for stochastic depth and the initialiser."""
+    timm_layers = pytest.importorskip("timm.layers")
+    from pdfnet.models.backbone import DropPath, Mlp, trunc_normal_
+
+    torch.manual_seed(0)
+    ours, theirs = Mlp(8, 32), timm_layers.Mlp(in_features=8, hidden_features=32, act_layer=torch.nn.GELU)
+    assert theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(3, 5, 8)
+    torch.testing.assert_close(ours(x), theirs(x), atol=0, rtol=0)
+
+    x = torch.randn(64, 7, 8)
+    for p in (0.3, 1.0):
+        outs = []
+        for layer in (DropPath(p), timm_layers.DropPath(p)):
+            torch.manual_seed(1)
+            outs.append(layer.train()(x))
+            assert torch.equal(layer.eval()(x), x)
+        assert torch.equal(*outs)
+    kept = outs[0].flatten(1).ne(0).any(dim=1) if p < 1 else None
+    assert kept is None or 0 < kept.sum() < 64
+
+    a, b = torch.empty(1000), torch.empty(1000)
+    torch.manual_seed(2)
+    timm_layers.trunc_normal_(a, std=0.02)
+    torch.manual_seed(2)
+    trunc_normal_(b, std=0.02)
+    assert torch.equal(a, b) and b.abs().max() <= 2.0

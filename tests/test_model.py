@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pdfnet.config import ModelConfig
 from pdfnet.models import PDFNet, build_model, count_parameters
 from pdfnet.models.blocks import resize
-from pdfnet.models.decoder import conv_rows_inplace_, resize_rows, upsample4_conv4
+from pdfnet.models.decoder import RowStream, SegmentationDecoder, local_rows, resize_rows, source_rows, upsample4_conv4
 from pdfnet.models.fusion import boundary_integrity_split, expand_grid, grid_cell_means
 from pdfnet.models.official import OFFICIAL_PARAMETER_COUNTS, SOBEL_PARAMETERS
 from pdfnet.models.pdfnet import merge_grid, normalize_depth, split_grid
@@ -108,17 +108,42 @@ def test_upsample4_conv4_training_gradients_equal_autograd():
             torch.testing.assert_close(got, expected, atol=tol * expected.abs().max().item(), rtol=0)
 
 
-def test_strip_helpers_match_whole_tensor_ops():
+def test_row_streams_match_whole_tensor_ops():
     torch.manual_seed(2)
     block = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.SiLU())
     x = torch.randn(1, 4, 50, 9)
     with torch.no_grad():
-        expected = block(x)
-        got = conv_rows_inplace_(x.clone(), block, halo=1, strip_rows=8)
+        expected = block(block(x))
+        source = RowStream(50, lambda a, b: x[:, :, a:b], band_rows=8)
+        first = RowStream(50, local_rows(source, block, halo=1), band_rows=5)
+        second = RowStream(50, local_rows(first, block, halo=1), band_rows=7)
+        got = torch.cat([second.rows(a, a + 6) for a in range(0, 50, 6)], dim=2)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    assert first.start > 30 and first.band.shape[2] < 20  # rows the second stage no longer needs were freed
+    with pytest.raises(RuntimeError, match="row 0 was requested after rows below"):
+        first.rows(0, 4)
+
     small = torch.randn(2, 3, 11, 7)
     full = resize(small, (40, 30))
     torch.testing.assert_close(resize_rows(small, (40, 30), 13, 29), full[:, :, 13:29], atol=1e-5, rtol=0)
+    lo, hi = source_rows(11, 40, 13, 29)
+    band = small[:, :, lo:hi]
+    torch.testing.assert_close(resize_rows(band, (40, 30), 13, 29, source_start=lo, source_height=11),
+                               full[:, :, 13:29], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="outside the band"):
+        resize_rows(band[:, :, 1:], (40, 30), 13, 29, source_start=lo + 1, source_height=11)
+
+
+@pytest.mark.parametrize("h, w", [(256, 384), (384, 256)])
+def test_banded_inference_tail_equals_the_plain_path(tiny, monkeypatch, h, w):
+    """CPU inference streams the full-resolution path in row bands; small bands exercise every band boundary."""
+    monkeypatch.setattr(SegmentationDecoder._full_resolution_in_bands, "__defaults__", (8, 24))
+    image, depth = _inputs(1, h, w, seed=3)
+    with torch.no_grad():
+        lean = tiny(image, depth)[0]
+    with torch.enable_grad():  # autograd on: the plain path (whole tensors)
+        plain = tiny(image, depth)[0].detach()
+    torch.testing.assert_close(lean, plain, atol=1e-5, rtol=1e-5)
 
 
 def test_patch_grid_order_matches_official_split():

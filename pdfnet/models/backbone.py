@@ -12,13 +12,16 @@ encoder (the Swin *detection* backbone) instead:
 * adds an absolute position embedding (``ape=True``, stored at 56x56) resized bicubically to the token grid;
 * applies a LayerNorm to each stage output ``norm0..norm3``.
 
-It is built from timm's layers (``Mlp``, ``DropPath``, ``trunc_normal_``) and keeps the Swin state-dict key names,
-so Microsoft's and timm's pretrained Swin checkpoints load into it (see :func:`load_pretrained_backbone`).
+It keeps the Swin state-dict key names, so Microsoft's and timm's pretrained Swin checkpoints load into it (see
+:func:`load_pretrained_backbone`, which uses timm for hub ids). Its two small layers (the token MLP and stochastic
+depth) are written here rather than imported from ``timm.layers``: that import pulls in torchvision and
+``torch._dynamo`` — about 200 MB of resident memory and seconds of start-up in every inference process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import warnings
@@ -26,11 +29,51 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
-from .blocks import checkpointed
+from .blocks import checkpointed, lean_inference
 
+
+@torch.no_grad()
+def trunc_normal_(tensor: torch.Tensor, std: float, bound: float = 2.0) -> torch.Tensor:
+    """Fill ``tensor`` in place from N(0, std²) truncated to [-bound, bound] (absolute), by the inverse CDF of a
+    uniform draw: the initialiser of the official code (timm's), whose random stream it reproduces. torch's own
+    ``nn.init.trunc_normal_`` now rejection-samples, which gives other numbers for the same seed."""
+    lo, hi = (0.5 * (1.0 + math.erf(x / (std * math.sqrt(2.0)))) for x in (-bound, bound))
+    tensor.uniform_(2 * lo - 1, 2 * hi - 1).erfinv_().mul_(std * math.sqrt(2.0))
+    return tensor.clamp_(min=-bound, max=bound)
+
+
+class Mlp(nn.Module):
+    """Per-token MLP of a Swin block: fc1 -> GELU -> fc2 ([..., C] -> [..., C]; timm's ``Mlp`` key names)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a residual branch for a whole sample with probability ``p`` and scale the
+    kept samples by 1 / (1 - p). x: [B, ...]. Draws one Bernoulli per sample, as timm does (same random stream)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * (mask.div_(keep) if keep > 0 else mask)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 @dataclasses.dataclass(frozen=True)
 class SwinSpec:
@@ -174,6 +217,8 @@ class SwinBlock(nn.Module):
     tokens in the last stage of a 1024² patch pass) and without separate pad/roll/crop copies.
     """
 
+    MLP_TOKENS_PER_SLICE = 8192  # CPU inference (see forward)
+
     def __init__(self, dim: int, num_heads: int, window: int, shift: int, drop_path: float) -> None:
         super().__init__()
         self.window, self.shift = window, shift
@@ -181,7 +226,7 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, window, num_heads)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(in_features=dim, hidden_features=4 * dim, act_layer=nn.GELU)
+        self.mlp = Mlp(dim, 4 * dim)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], region_mask: torch.Tensor | None) -> torch.Tensor:
         h, w = hw
@@ -211,6 +256,12 @@ class SwinBlock(nn.Module):
             y = self.attn.attend(qkv, None)
         y = self.attn.proj(y.reshape(b, h * w, c))
         x = x + self.drop_path(y)
+        if lean_inference(x):
+            # The MLP acts per token: run it on slices of tokens, added in place, so that its 4x-wide hidden
+            # activations (256 MB in the first stage of a 1024² patch pass) exist a slice at a time.
+            for tokens in x.view(-1, c).split(self.MLP_TOKENS_PER_SLICE):
+                tokens.add_(self.mlp(self.norm2(tokens)))
+            return x
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 

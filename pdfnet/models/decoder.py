@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +34,30 @@ def _align_corners_taps(n_in: int, n_out: int, device: torch.device) -> tuple[to
     return i0, i1, (src - i0).float()
 
 
-def resize_rows(x: torch.Tensor, size: tuple[int, int], row_start: int, row_stop: int) -> torch.Tensor:
+def source_rows(n_in: int, n_out: int, row_start: int, row_stop: int) -> tuple[int, int]:
+    """The source rows [lo, hi) that output rows [row_start, row_stop) of a bilinear ``align_corners=True`` resize of
+    n_in rows to n_out rows read."""
+    i0, i1, _ = _align_corners_taps(n_in, n_out, torch.device("cpu"))
+    return int(i0[row_start]), int(i1[row_stop - 1]) + 1
+
+
+def resize_rows(x: torch.Tensor, size: tuple[int, int], row_start: int, row_stop: int, source_start: int = 0,
+                source_height: int | None = None) -> torch.Tensor:
     """Rows [row_start, row_stop) of ``resize(x, size)`` (bilinear, align_corners=True) without the full resize.
 
-    x: [B,C,h,w] -> [B,C,row_stop-row_start,size[1]], in x's memory format. Rows are blended here from their two
-    source rows; columns go through F.interpolate (with the row count unchanged, its row mapping is the identity).
-    Equal to the full resize up to float rounding.
+    x: [B,C,h,w] -> [B,C,row_stop-row_start,size[1]], in x's memory format. x may also be a band of rows: rows
+    [source_start, source_start + h) of a map with ``source_height`` rows (it must contain :func:`source_rows`).
+    Rows are blended here from their two source rows; columns go through F.interpolate (with the row count
+    unchanged, its row mapping is the identity). Equal to the full resize up to float rounding.
     """
-    i0, i1, frac = (t[row_start:row_stop] for t in _align_corners_taps(x.shape[-2], size[0], x.device))
+    n_in = x.shape[-2] if source_height is None else source_height
+    if source_height is not None:
+        lo, hi = source_rows(n_in, size[0], row_start, row_stop)
+        if lo < source_start or hi > source_start + x.shape[-2]:
+            raise ValueError(f"rows [{row_start}, {row_stop}) of the resize read source rows [{lo}, {hi}), outside "
+                             f"the band [{source_start}, {source_start + x.shape[-2]})")
+    i0, i1, frac = (t[row_start:row_stop] for t in _align_corners_taps(n_in, size[0], x.device))
+    i0, i1 = i0 - source_start, i1 - source_start
     if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
         nhwc = x.permute(0, 2, 3, 1)  # gather whole rows of the channels-last memory
         rows = torch.lerp(nhwc.index_select(1, i0), nhwc.index_select(1, i1), frac.to(x.dtype).view(1, -1, 1, 1))
@@ -49,6 +65,55 @@ def resize_rows(x: torch.Tensor, size: tuple[int, int], row_start: int, row_stop
     else:
         rows = torch.lerp(x.index_select(2, i0), x.index_select(2, i1), frac.to(x.dtype).view(1, 1, -1, 1))
     return F.interpolate(rows, size=(rows.shape[2], size[1]), mode="bilinear", align_corners=True)
+
+
+class RowStream:
+    """The rows of a [B,C,H,W] map, computed on demand top to bottom and dropped once no consumer needs them.
+
+    ``compute(a, b)`` returns rows [a, b) (reading whatever other streams it needs); it is called for at least
+    ``band_rows`` new rows at a time. Consumers read row windows with :meth:`rows` and promise with
+    :meth:`drop_below` not to read rows above a given one again. A chain of local ops (convs, resizes) over
+    full-resolution maps then holds only a band of rows of each map (CPU inference).
+    """
+
+    def __init__(self, height: int, compute: Callable[[int, int], torch.Tensor], band_rows: int) -> None:
+        self.height, self.compute, self.band_rows = height, compute, band_rows
+        self.start = self.stop = 0  # rows [start, stop) are held in self.band
+        self.band: torch.Tensor | None = None
+
+    def rows(self, a: int, b: int) -> torch.Tensor:
+        """Rows [a, b) (clipped to the map) -> [B,C,b-a,W], a view into the band."""
+        a, b = max(0, a), min(self.height, b)
+        if a < self.start:
+            raise RuntimeError(f"row {a} was requested after rows below {self.start} were dropped")
+        if b > self.stop:
+            stop = min(self.height, max(b, self.stop + self.band_rows))
+            fresh = self.compute(self.stop, stop)
+            self.band = fresh if self.band is None or self.start == self.stop else torch.cat([self.band, fresh], 2)
+            self.stop = stop
+        return self.band[:, :, a - self.start:b - self.start]
+
+    def drop_below(self, row: int) -> None:
+        """Free rows < ``row``: no consumer will read them again."""
+        row = min(max(row, self.start), self.stop)
+        if row > self.start and self.band is not None:
+            self.band = self.band[:, :, row - self.start:].clone()  # a copy, so the dropped rows' memory is freed
+            self.start = row
+
+
+def local_rows(source: RowStream, op: Callable[[torch.Tensor], torch.Tensor],
+               halo: int) -> Callable[[int, int], torch.Tensor]:
+    """``compute`` of a :class:`RowStream` for ``op(source map)``, a shape-preserving op reading ``halo`` rows on
+    each side (1 for a 3x3 conv): rows [a, b) are ``op`` of the source rows [a - halo, b + halo) (the image border
+    is the op's own zero padding). The result's only consumer of ``source``: drops the rows it no longer needs."""
+
+    def compute(a: int, b: int) -> torch.Tensor:
+        lo = max(0, a - halo)
+        out = op(source.rows(lo, b + halo))[:, :, a - lo:b - lo]
+        source.drop_below(b - halo)
+        return out
+
+    return compute
 
 
 def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> torch.Tensor:
@@ -62,14 +127,8 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
     if torch.is_grad_enabled() and not torch.compiler.is_compiling() and conv.stride == (4, 4) \
             and conv.kernel_size == (4, 4) and conv.padding == (0, 0):
         return _Upsample4Conv4.apply(x, conv.weight, conv.bias, strip_rows)
-    if not lean_inference(x):
-        return channels_last(torch.cat([conv(channels_last(strip)) for _, _, strip in _upsampled_strips(x, strip_rows)],
-                                       dim=2))
-    b, _, h, w = x.shape
-    out = torch.empty(b, conv.out_channels, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    for start, stop, strip in _upsampled_strips(x, strip_rows):
-        out[:, :, start:stop] = conv(channels_last(strip))
-    return out
+    return channels_last(torch.cat([conv(channels_last(strip)) for _, _, strip in _upsampled_strips(x, strip_rows)],
+                                   dim=2))
 
 
 def _upsampled_strips(x: torch.Tensor, strip_rows: int) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -116,26 +175,6 @@ class _Upsample4Conv4(torch.autograd.Function):
                 grad_x += gx
         grad_b = grad.float().sum(dim=(0, 2, 3)).to(weight.dtype) if want_b and ctx.has_bias else None
         return grad_x, grad_w.to(weight.dtype) if want_w else None, grad_b, None
-
-
-def conv_rows_inplace_(x: torch.Tensor, fn: nn.Module, halo: int = 1, strip_rows: int = 128) -> torch.Tensor:
-    """Apply a shape-preserving local op ``fn`` (receptive radius ``halo`` rows) to x [B,C,H,W] in place, strip by
-    strip. Each strip's result is written back only after the next strip has read the rows it shares with it, so no
-    input rows need copying. Inference only; returns x."""
-    h = x.shape[2]
-    if strip_rows < halo:
-        raise ValueError(f"strip_rows {strip_rows} must be >= halo {halo}")
-    pending = None
-    for start in range(0, h, strip_rows):
-        stop = min(h, start + strip_rows)
-        lo = max(0, start - halo)
-        y = fn(x[:, :, lo:min(h, stop + halo)])[:, :, start - lo:stop - lo]
-        if pending is not None:
-            x[:, :, pending[0]:pending[1]] = pending[2]
-        pending = (start, stop, y)
-    if pending is not None:
-        x[:, :, pending[0]:pending[1]] = pending[2]
-    return x
 
 
 def conv3x3_to_few(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -232,32 +271,49 @@ class SegmentationDecoder(nn.Module):
             main = checkpointed(ckpt, self._main_logits, x, shallow)
             return [main] + [sides[i] for i in range(1, 6)]
         release_freed_memory()
-        shallow = upsample4_conv4(torch.cat([image, depth3], dim=1), self.shallow[0])
-        release_freed_memory()
-        shallow = conv_rows_inplace_(shallow, self.shallow[1], halo=1, strip_rows=64)
-        half = (2 * mix.shape[-2], 2 * mix.shape[-1])
-        x = resize(mix, half).contiguous(memory_format=torch.channels_last)
-        for start in range(0, half[0], 128):  # x += resize(shallow, half), a strip at a time
-            stop = min(half[0], start + 128)
-            x[:, :, start:stop] += resize_rows(shallow, half, start, stop)
-        release_freed_memory()
-        x = conv_rows_inplace_(x, self.refine_half, halo=1)
-        main = self._full_res_head_in_strips(x, shallow)
+        main = self._full_resolution_in_bands(image, depth3, mix)
         if main.shape[-2:] != (h, w):
             raise RuntimeError(f"decoder produced {tuple(main.shape[-2:])} for a {h}x{w} input")
         return [main] + [sides[i] for i in range(1, 6)]
 
-    def _full_res_head_in_strips(self, half: torch.Tensor, shallow: torch.Tensor, strip_rows: int = 128,
-                                 halo: int = 2) -> torch.Tensor:
-        """``heads[0](refine_full(resize(half, HxW) + shallow))`` by strips of rows (two 3x3 convs: halo 2), so the
-        full-resolution [B,E,H,W] sum and its refinement are never held whole. Inference only."""
-        b, _, h, w = shallow.shape
-        main = shallow.new_empty(b, 1, h, w)
-        for start in range(0, h, strip_rows):
-            stop = min(h, start + strip_rows)
+    def _full_resolution_in_bands(self, image: torch.Tensor, depth3: torch.Tensor, mix: torch.Tensor,
+                                  band_rows: int = 64, head_rows: int = 128) -> torch.Tensor:
+        """CPU inference form of the full-resolution path (the training path's arithmetic): main logits [B,1,H,W].
+
+        The stages run as a pipeline over bands of rows (:class:`RowStream`): shallow features (4x upsample + 4x4/4
+        conv, then a 3x3 unit), their half-resolution sum with the L1 mix and its 3x3 refinement, then the
+        full-resolution 3x3 unit and logit head. Each stage holds only the rows its consumers still need, so no
+        [B,E,H,W] map (512 MiB at 1024², E=128) is ever held whole.
+        """
+        b, _, h, w = image.shape
+        half = (2 * mix.shape[-2], 2 * mix.shape[-1])
+        raw = torch.cat([image, depth3], dim=1)
+        mix = channels_last(mix)
+        conv4 = self.shallow[0]
+        shallow_in = RowStream(h, lambda lo, hi: conv4(channels_last(resize_rows(raw, (4 * h, 4 * w), 4 * lo, 4 * hi))),
+                               band_rows)
+        shallow = RowStream(h, local_rows(shallow_in, self.shallow[1], halo=1), band_rows)
+
+        def half_sum(lo: int, hi: int) -> torch.Tensor:  # resize(mix, half) + resize(shallow, half), rows [lo, hi)
+            first, last = source_rows(h, half[0], lo, hi)
+            return resize_rows(mix, half, lo, hi).add_(
+                resize_rows(shallow.rows(first, last), half, lo, hi, source_start=first, source_height=h))
+
+        refined_half = RowStream(half[0], local_rows(RowStream(half[0], half_sum, band_rows), self.refine_half, halo=1),
+                                 band_rows)
+        main = raw.new_empty(b, 1, h, w)
+        halo = 2  # refine_full and the head are two 3x3 convs
+        for start in range(0, h, head_rows):
+            stop = min(h, start + head_rows)
             lo, hi = max(0, start - halo), min(h, stop + halo)
-            x = resize_rows(half, (h, w), lo, hi).add_(shallow[:, :, lo:hi])
+            first, last = source_rows(half[0], h, lo, hi)
+            x = resize_rows(refined_half.rows(first, last), (h, w), lo, hi, source_start=first,
+                            source_height=half[0])
+            x.add_(shallow.rows(lo, hi))
             main[:, :, start:stop] = conv3x3_to_few(self.refine_full(x), self.heads[0])[:, :, start - lo:stop - lo]
+            shallow.drop_below(stop - halo)
+            if stop < h:
+                refined_half.drop_below(source_rows(half[0], h, stop - halo, stop - halo + 1)[0])
         return main
 
 
