@@ -145,3 +145,20 @@ def test_own_mlp_drop_path_and_init_equal_timms_layers():
     torch.manual_seed(2)
     trunc_normal_(b, std=0.02)
     assert torch.equal(a, b) and b.abs().max() <= 2.0
+
+
+def test_building_and_loading_do_not_import_dynamo_or_torchvision():
+    """Each costs ~150-200 MB resident in every inference process: the model, built for real or on 'meta' (to
+    receive a checkpoint), must need neither."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from pdfnet.models import PDFNet\n"
+            "PDFNet(backbone='swin_tiny_test', emb_dim=16)\n"
+            "with torch.device('meta'):\n"
+            "    PDFNet(backbone='swin_tiny_test', emb_dim=16).reset_derived_buffers()\n"
+            "print(sorted(m for m in ('torch._dynamo', 'torchvision', 'timm') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

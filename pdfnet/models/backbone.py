@@ -39,6 +39,8 @@ def trunc_normal_(tensor: torch.Tensor, std: float, bound: float = 2.0) -> torch
     """Fill ``tensor`` in place from N(0, std²) truncated to [-bound, bound] (absolute), by the inverse CDF of a
     uniform draw: the initialiser of the official code (timm's), whose random stream it reproduces. torch's own
     ``nn.init.trunc_normal_`` now rejection-samples, which gives other numbers for the same seed."""
+    if tensor.is_meta:  # nothing to fill; meta erfinv_ would import torch._dynamo (~150 MB resident)
+        return tensor
     lo, hi = (0.5 * (1.0 + math.erf(x / (std * math.sqrt(2.0)))) for x in (-bound, bound))
     tensor.uniform_(2 * lo - 1, 2 * hi - 1).erfinv_().mul_(std * math.sqrt(2.0))
     return tensor.clamp_(min=-bound, max=bound)
@@ -108,10 +110,14 @@ def _window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def relative_position_index(window: int) -> torch.Tensor:
-    """Swin's pairwise relative-position index for a window, int64 [window**2, window**2]."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    """Swin's pairwise relative-position index for a window, int64 [window**2, window**2], on the default device.
+
+    Computed on the CPU and moved: the same arithmetic on 'meta' (a model built to receive a checkpoint) runs
+    through torch's reference kernels, whose first use imports torch._dynamo (~150 MB resident per process)."""
+    arange = torch.arange(window, device="cpu")
+    coords = torch.stack(torch.meshgrid(arange, arange, indexing="ij")).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    return (rel[..., 0] + window - 1) * (2 * window - 1) + (rel[..., 1] + window - 1)
+    return ((rel[..., 0] + window - 1) * (2 * window - 1) + (rel[..., 1] + window - 1)).to(torch.get_default_device())
 
 
 def shifted_window_mask(hp: int, wp: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
