@@ -162,3 +162,16 @@ def test_building_and_loading_do_not_import_dynamo_or_torchvision():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_stochastic_depth_applies_without_autograd_in_training_mode():
+    """CPU inference runs the MLP in token slices; a block in training mode (under no_grad, e.g. a probe) must still
+    drop its branches: with p = 1 both are dropped and the block is the identity."""
+    from pdfnet.models.backbone import SwinBlock
+
+    torch.manual_seed(0)
+    block = SwinBlock(dim=8, num_heads=2, window=4, shift=0, drop_path=1.0).train()
+    x = torch.randn(1, 16, 8)
+    with torch.no_grad():
+        assert torch.equal(block(x, (4, 4), None), x)
+        assert not torch.equal(block.eval()(x, (4, 4), None), x)

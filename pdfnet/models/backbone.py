@@ -77,6 +77,7 @@ class DropPath(nn.Module):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
+
 @dataclasses.dataclass(frozen=True)
 class SwinSpec:
     """Architecture of a Swin encoder. ``channels`` of stage i = embed_dim * 2**i."""
@@ -262,7 +263,7 @@ class SwinBlock(nn.Module):
             y = self.attn.attend(qkv, None)
         y = self.attn.proj(y.reshape(b, h * w, c))
         x = x + self.drop_path(y)
-        if lean_inference(x):
+        if lean_inference(x) and not self.training:
             # The MLP acts per token: run it on slices of tokens, added in place, so that its 4x-wide hidden
             # activations (256 MB in the first stage of a 1024² patch pass) exist a slice at a time.
             for tokens in x.view(-1, c).split(self.MLP_TOKENS_PER_SLICE):

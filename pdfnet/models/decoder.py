@@ -131,13 +131,20 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
                                    dim=2))
 
 
+def _upsampled_rows(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows [4 * start, 4 * stop) of x [B,C,H,W] upsampled 4x: the input rows a 4x4/stride-4 conv needs for its
+    output rows [start, stop)."""
+    h, w = x.shape[-2:]
+    return resize_rows(x, (4 * h, 4 * w), 4 * start, 4 * stop)
+
+
 def _upsampled_strips(x: torch.Tensor, strip_rows: int) -> Iterator[tuple[int, int, torch.Tensor]]:
     """(i, j, rows [4i, 4j) of the 4x upsampled x) for the row strips [i, j) of ``strip_rows`` rows of x, one at a
     time."""
-    h, w = x.shape[-2:]
+    h = x.shape[-2]
     for start in range(0, h, strip_rows):
         stop = min(h, start + strip_rows)
-        yield start, stop, resize_rows(x, (4 * h, 4 * w), 4 * start, 4 * stop)
+        yield start, stop, _upsampled_rows(x, start, stop)
 
 
 class _Upsample4Conv4(torch.autograd.Function):
@@ -170,7 +177,7 @@ class _Upsample4Conv4(torch.autograd.Function):
             if want_x:
                 with torch.enable_grad():
                     x_ = x.detach().requires_grad_()
-                    piece = resize_rows(x_, (4 * x.shape[2], 4 * x.shape[3]), 4 * start, 4 * stop)
+                    piece = _upsampled_rows(x_, start, stop)
                     (gx,) = torch.autograd.grad(F.conv2d(piece.to(ctx.dtype), weight.to(ctx.dtype), stride=4), x_, g)
                 grad_x += gx
         grad_b = grad.float().sum(dim=(0, 2, 3)).to(weight.dtype) if want_b and ctx.has_bias else None
@@ -290,8 +297,7 @@ class SegmentationDecoder(nn.Module):
         raw = torch.cat([image, depth3], dim=1)
         mix = channels_last(mix)
         conv4 = self.shallow[0]
-        shallow_in = RowStream(h, lambda lo, hi: conv4(channels_last(resize_rows(raw, (4 * h, 4 * w), 4 * lo, 4 * hi))),
-                               band_rows)
+        shallow_in = RowStream(h, lambda lo, hi: conv4(channels_last(_upsampled_rows(raw, lo, hi))), band_rows)
         shallow = RowStream(h, local_rows(shallow_in, self.shallow[1], halo=1), band_rows)
 
         def half_sum(lo: int, hi: int) -> torch.Tensor:  # resize(mix, half) + resize(shallow, half), rows [lo, hi)
