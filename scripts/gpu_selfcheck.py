@@ -12,11 +12,14 @@ check fails. Sections:
   bf16           bf16 autocast inference vs float32 at the model size: max |Δprob|, mask IoU at 0.5
   inference      latency (s/image) and peak memory, batch 1 and 8
   training       step time and peak memory, batch 1 and 2, bf16, each grad_checkpointing mode
-  compile        torch.compile on/off for inference and a training step: compile time and speed-up, or the error
   overfit        30 training steps on one batch: the loss must fall by >= 50 %
   ddp            a DDP training step over all visible GPUs with torchrun (one process and an nccl group of one
                  when there is one GPU); the replicas must stay identical
   depth          scripts/prepare_depth.py's estimator on this device with a tiny random Depth Anything model
+  compile        torch.compile on/off for inference: compile time and speed-up, or the error
+  compile_train  the same for a bf16 training step at 512² (compiling takes the longest, so these two come last)
+
+The report is rewritten after every section, so a run stopped by a time limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from pdfnet.engine.profiling import (  # noqa: E402
 )
 from pdfnet.models import build_model  # noqa: E402
 
-REFERENCE = REPO.parent / "shared" / "reference"
+DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     p.add_argument("--quick", action="store_true", help="tiny model, small sizes (a CPU smoke test of this script)")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for gpu_selfcheck.json / .md")
+    p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
+                   help="the official reference folder (official_weights.py, official*/manifest.json, inf256_b1/)")
     p.add_argument("--sections", nargs="+", default=None, help="run only these sections")
     p.add_argument("--compile_backend", default="inductor", help="torch.compile backend of the compile section")
     p.add_argument("--ddp_probe", type=Path, default=None, help=argparse.SUPPRESS)  # internal: one DDP rank
@@ -105,7 +110,7 @@ def environment(device: torch.device) -> dict:
     return info
 
 
-def parity(device: torch.device, quick: bool, checks: Checks) -> dict:
+def parity(device: torch.device, quick: bool, checks: Checks, reference: Path) -> dict:
     import numpy as np
 
     from pdfnet.models.official import load_official
@@ -113,11 +118,11 @@ def parity(device: torch.device, quick: bool, checks: Checks) -> dict:
     out: dict = {}
     # --quick: the released checkpoint's version only (each check builds the paper-size model).
     for version_dir in ("official_v1",) if quick else ("official_v1", "official"):
-        root = REFERENCE / version_dir
+        root = reference / version_dir
         if not (root / "manifest.json").is_file():
-            out[version_dir] = "skipped: ../shared/reference absent"
+            out[version_dir] = f"skipped: {root / 'manifest.json'} absent"
             continue
-        sys.path.insert(0, str(REFERENCE))
+        sys.path.insert(0, str(reference))
         import official_weights  # type: ignore[import-not-found]
 
         manifest = json.loads((root / "manifest.json").read_text())
@@ -209,7 +214,7 @@ def training(device: torch.device, quick: bool) -> dict:
     return out
 
 
-def compile_check(device: torch.device, quick: bool, backend: str) -> dict:
+def compile_inference(device: torch.device, quick: bool, backend: str) -> dict:
     out = {"backend": backend}
     model, size = _model(quick, device)
     batch = synthetic_batch(1, size, device)
@@ -224,25 +229,29 @@ def compile_check(device: torch.device, quick: bool, backend: str) -> dict:
         started = time.perf_counter()
         infer(compiled)
         synchronize(device)
-        out["inference_compile_s"] = round(time.perf_counter() - started, 1)
+        out["compile_s"] = round(time.perf_counter() - started, 1)
         compiled_s, _ = _time(lambda: infer(compiled), device, 2)
-        out["inference_speedup"] = round(eager_s / compiled_s, 2)
+        out["speedup"] = round(eager_s / compiled_s, 2)
     except Exception as err:
-        out["inference_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        out["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+    return out
+
+
+def compile_training(device: torch.device, quick: bool, backend: str) -> dict:
     if quick:
         # Tracing the whole training step takes minutes on 2 CPU cores; the GPU run measures it.
-        out["train"] = "not run with --quick"
-        return out
+        return {"backend": backend, "skipped": "not run with --quick"}
+    out = {"backend": backend, "size": 512}
     cfg = model_config(quick, 512, **{"train.amp": "bf16", "train.compile": "true"})
     try:
         eager = measure_training_steps(model_config(quick, 512, **{"train.amp": "bf16"}),
                                        device, 1, steps=2)
         started = time.perf_counter()
         compiled = measure_training_steps(cfg, device, 1, steps=2, compile_backend=backend)
-        out["train_step_total_s"] = round(time.perf_counter() - started, 1)
-        out["train_speedup"] = round(eager.step_s / compiled.step_s, 2)
+        out["total_s"] = round(time.perf_counter() - started, 1)
+        out["speedup"] = round(eager.step_s / compiled.step_s, 2)
     except Exception as err:
-        out["train_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        out["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
     return out
 
 
@@ -346,7 +355,8 @@ def markdown(results: dict, failed: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("environment", "parity", "bf16", "inference", "training", "compile", "overfit", "ddp", "depth")
+SECTIONS = ("environment", "parity", "bf16", "inference", "training", "overfit", "ddp", "depth", "compile",
+            "compile_train")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,22 +374,31 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     checks = Checks()
-    jobs = {"environment": (environment, device), "parity": (parity, device, args.quick, checks),
+    jobs = {"environment": (environment, device), "parity": (parity, device, args.quick, checks, args.reference),
             "bf16": (bf16_agreement, device, args.quick), "inference": (inference, device, args.quick),
             "training": (training, device, args.quick),
-            "compile": (compile_check, device, args.quick, args.compile_backend),
+            "compile": (compile_inference, device, args.quick, args.compile_backend),
+            "compile_train": (compile_training, device, args.quick, args.compile_backend),
             "overfit": (overfit, device, args.quick, checks), "ddp": (ddp, device, args.quick, checks, args.out),
             "depth": (depth, device, checks)}
     for name in SECTIONS:
         if name in wanted:
             fn, *fn_args = jobs[name]
             checks.run(name, fn, *fn_args)
-    (args.out / "gpu_selfcheck.json").write_text(json.dumps({"results": checks.results, "failed": checks.failed},
-                                                            indent=2))
-    table = markdown(checks.results, checks.failed)
-    (args.out / "gpu_selfcheck.md").write_text(table)
+            table = write_report(args.out, checks)
     print(table)
     return 1 if checks.failed else 0
+
+
+def write_report(out: Path, checks: Checks) -> str:
+    """Rewrites <out>/gpu_selfcheck.json and .md with the sections run so far; returns the markdown table."""
+    from pdfnet.data.io import atomic_write_bytes
+
+    report = json.dumps({"results": checks.results, "failed": checks.failed}, indent=2)
+    atomic_write_bytes(out / "gpu_selfcheck.json", report.encode())
+    table = markdown(checks.results, checks.failed)
+    atomic_write_bytes(out / "gpu_selfcheck.md", table.encode())
+    return table
 
 
 if __name__ == "__main__":
