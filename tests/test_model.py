@@ -86,9 +86,25 @@ def test_upsample4_conv4_equals_upsample_then_strided_conv():
     torch.testing.assert_close(upsample4_conv4(x, conv, strip_rows=7), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_upsample4_conv4_training_gradients_equal_autograd():
+@pytest.fixture
+def cpu_capability(monkeypatch):
+    """Sets what ``torch.backends.cpu.get_cpu_capability()`` reports (it decides the training conv layout)."""
+    from pdfnet.models import blocks
+
+    def pretend(capability: str) -> None:
+        monkeypatch.setattr(blocks.torch.backends.cpu, "get_cpu_capability", lambda: capability)
+        blocks._cpu_nhwc_weight_grad_is_fast.cache_clear()
+
+    yield pretend
+    monkeypatch.undo()
+    blocks._cpu_nhwc_weight_grad_is_fast.cache_clear()
+
+
+@pytest.mark.parametrize("capability", ["AVX2", "AVX512"])
+def test_upsample4_conv4_training_gradients_equal_autograd(cpu_capability, capability):
     """The training form keeps x only and re-upsamples strips in backward: same weight, bias and input gradients
-    as autograd through the whole upsampled map, in float32 and under bf16 autocast."""
+    as autograd through the whole upsampled map, in float32 and under bf16 autocast, in either conv layout."""
+    cpu_capability(capability)
     torch.manual_seed(3)
     conv = torch.nn.Conv2d(6, 8, kernel_size=4, stride=4)
     x = torch.randn(2, 6, 37, 29, requires_grad=True)
@@ -102,6 +118,8 @@ def test_upsample4_conv4_training_gradients_equal_autograd():
                 out = (upsample4_conv4(x, conv, strip_rows=10) if fused else
                        conv(F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=True)))
             assert out.dtype == (dtype or torch.float32)
+            if fused:
+                assert out.is_contiguous(memory_format=torch.channels_last) == (capability == "AVX512")
             out.backward(g.to(out.dtype))
             grads.append([conv.weight.grad.clone(), conv.bias.grad.clone(), x.grad.clone()])
         for got, expected in zip(*grads):
@@ -238,3 +256,37 @@ def test_parameter_counts_equal_the_official_models(variant, depth_head, expecte
         model = PDFNet(variant=variant, depth_head=depth_head)
     # The official models also register the 18 frozen Sobel weights of their loss module; ours keep them in the loss.
     assert count_parameters(model) + SOBEL_PARAMETERS == expected
+
+
+@pytest.mark.parametrize("variant", ["v2026", "v2025.03"])
+def test_wide_convs_train_in_the_plain_layout_on_cpus_without_avx512(cpu_capability, variant):
+    """On CPUs without AVX-512, oneDNN's channels-last weight gradient is several times slower, so the decoder's
+    wide full-resolution convs train in the plain layout there (channels-last elsewhere and at inference), with the
+    same gradients."""
+    torch.manual_seed(0)
+    model = PDFNet(backbone="swin_tiny_test", emb_dim=16, variant=variant, drop_path=0.0).train()
+    seg, dep = model.decoder, model.depth_decoder
+    wide_convs = [seg.shallow[1][0], seg.refine_half[0][0], seg.refine_full[0][0], dep.refine_half[0],
+                  dep.refine_full[0]]
+    layouts: list[bool] = []
+    for conv in wide_convs:
+        conv.register_forward_pre_hook(
+            lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    image, depth = _inputs(1, 128, 128)
+    grads = {}
+    for capability in ("AVX2", "AVX512"):
+        cpu_capability(capability)
+        layouts.clear()
+        model.zero_grad()
+        torch.manual_seed(5)  # same dropout masks
+        seg, dep = model(image, depth, return_depth=True)
+        sum(o.float().square().mean() for o in seg + dep).backward()
+        assert layouts == [capability == "AVX512"] * len(wide_convs), capability
+        grads[capability] = {n: p.grad.clone() for n, p in model.named_parameters()}
+        with torch.no_grad():  # inference keeps channels-last whatever the CPU
+            layouts.clear()
+            model.eval()(image, depth)
+            model.train()
+        assert layouts and all(layouts), capability
+    for name, g in grads["AVX2"].items():  # summation order differs between the layouts: compare gradient norms
+        assert (g - grads["AVX512"][name]).norm() <= 1e-4 * grads["AVX512"][name].norm() + 1e-8, name

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 import torch
@@ -44,9 +45,29 @@ def lean_inference(x: torch.Tensor) -> bool:
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """x [B,C,H,W] in channels-last memory (a no-op when it already is): the layout in which oneDNN and cuDNN run
-    the full-resolution convolutions fastest (on this project's CPU, a 128-channel 3x3 conv's forward and backward
-    take ~0.75x the time, a 128->1 logit head ~0.4x)."""
+    the full-resolution convolutions' forward fastest (on an AVX-512 CPU, a 128-channel 3x3 conv's forward and
+    backward took ~0.75x the time, a 128->1 logit head ~0.4x; for training on other CPUs see :func:`conv_layout`)."""
     return x.contiguous(memory_format=torch.channels_last)
+
+
+@functools.cache
+def _cpu_nhwc_weight_grad_is_fast() -> bool:
+    return torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
+def plain_conv_layout(x: torch.Tensor) -> bool:
+    """Whether convs on tensors like ``x`` [B,C,H,W] run fastest in the plain (contiguous) layout: when autograd
+    records on a CPU without AVX-512. There oneDNN has no fast channels-last weight-gradient kernel: a 128->128 3x3
+    conv's weight gradient at 1024² took 12.0 s channels-last against 2.8 s in the plain layout (AVX2 EPYC, 2
+    cores), while forward and input gradient differ by ~20 %, and converting a [1,128,1024,1024] map between the
+    layouts costs ~0.8 s, so training there stays in the plain layout throughout (the logit heads too). On AVX-512
+    CPUs and on GPUs channels-last is the faster layout in both directions."""
+    return x.device.type == "cpu" and torch.is_grad_enabled() and not _cpu_nhwc_weight_grad_is_fast()
+
+
+def conv_layout(x: torch.Tensor) -> torch.Tensor:
+    """x [B,C,H,W] in the layout in which the decoder's convs run fastest (see :func:`plain_conv_layout`)."""
+    return x.contiguous() if plain_conv_layout(x) else channels_last(x)
 
 
 def checkpointed(enabled: bool, fn, *args):
@@ -208,7 +229,7 @@ def norm_act_head(unit: ConvNormAct, head: nn.Module, y: torch.Tensor) -> torch.
     kept: one full-resolution [B,E,H,W] map less per head (512 MiB at 1024² in float32), for an elementwise norm
     and a one-channel conv recomputed."""
     def run(t: torch.Tensor) -> torch.Tensor:
-        return head(channels_last(unit.norm_act(t)))
+        return head(conv_layout(unit.norm_act(t)))
 
     return checkpointed(True, run, y)
 

@@ -12,8 +12,10 @@ from .blocks import (
     ConvNormAct,
     channels_last,
     checkpointed,
+    conv_layout,
     lean_inference,
     norm_act_head,
+    plain_conv_layout,
     release_freed_memory,
     resize,
     resize_like,
@@ -121,14 +123,14 @@ def upsample4_conv4(x: torch.Tensor, conv: nn.Conv2d, strip_rows: int = 64) -> t
 
     x: [B,Cin,H,W] -> [B,Cout,H,W]. Output rows [i, j) of the strided conv only see upsampled rows [4i, 4j), so each
     strip upsamples just those rows and runs the same conv: the official arithmetic without materialising the whole
-    [B,Cin,4H,4W] input (400 MB at 1024²). The result is channels-last (the fast layout for the full-resolution
-    convs that follow).
+    [B,Cin,4H,4W] input (400 MB at 1024²). The result is in :func:`conv_layout` (the full-resolution convs that
+    follow read it).
     """
     if torch.is_grad_enabled() and not torch.compiler.is_compiling() and conv.stride == (4, 4) \
             and conv.kernel_size == (4, 4) and conv.padding == (0, 0):
-        return _Upsample4Conv4.apply(x, conv.weight, conv.bias, strip_rows)
-    return channels_last(torch.cat([conv(channels_last(strip)) for _, _, strip in _upsampled_strips(x, strip_rows)],
-                                   dim=2))
+        return _Upsample4Conv4.apply(x, conv.weight, conv.bias, strip_rows, plain_conv_layout(x))
+    return conv_layout(torch.cat([conv(channels_last(strip)) for _, _, strip in _upsampled_strips(x, strip_rows)],
+                                 dim=2))
 
 
 def _upsampled_rows(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -153,15 +155,16 @@ class _Upsample4Conv4(torch.autograd.Function):
     gradient. The input gradient (the image's, not normally wanted) is computed through autograd on each strip."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                strip_rows: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, strip_rows: int,
+                plain_layout: bool) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.strip_rows, ctx.has_bias = strip_rows, bias is not None
+        ctx.layout = torch.Tensor.contiguous if plain_layout else channels_last
         with torch.no_grad():  # autocast, when active, picks the conv's dtype as for the module
-            out = torch.cat([F.conv2d(channels_last(strip), weight, bias, stride=4)
+            out = torch.cat([F.conv2d(ctx.layout(strip), weight, bias, stride=4)
                              for _, _, strip in _upsampled_strips(x, strip_rows)], dim=2)
         ctx.dtype = out.dtype
-        return channels_last(out)
+        return ctx.layout(out)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -172,7 +175,7 @@ class _Upsample4Conv4(torch.autograd.Function):
         for start, stop, strip in _upsampled_strips(x, ctx.strip_rows):
             g = grad[:, :, start:stop].to(ctx.dtype)
             if want_w:
-                grad_w += torch.nn.grad.conv2d_weight(channels_last(strip.to(ctx.dtype)), weight.shape, g,
+                grad_w += torch.nn.grad.conv2d_weight(ctx.layout(strip.to(ctx.dtype)), weight.shape, g,
                                                       stride=4).float()
             if want_x:
                 with torch.enable_grad():
@@ -181,7 +184,7 @@ class _Upsample4Conv4(torch.autograd.Function):
                     (gx,) = torch.autograd.grad(F.conv2d(piece.to(ctx.dtype), weight.to(ctx.dtype), stride=4), x_, g)
                 grad_x += gx
         grad_b = grad.float().sum(dim=(0, 2, 3)).to(weight.dtype) if want_b and ctx.has_bias else None
-        return grad_x, grad_w.to(weight.dtype) if want_w else None, grad_b, None
+        return grad_x, grad_w.to(weight.dtype) if want_w else None, grad_b, None, None
 
 
 def conv3x3_to_few(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -245,11 +248,11 @@ class SegmentationDecoder(nn.Module):
 
     def _refined_half(self, mix: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
         half = (2 * mix.shape[-2], 2 * mix.shape[-1])
-        return self.refine_half(channels_last(resize(mix, half) + resize(shallow, half)))
+        return self.refine_half(conv_layout(resize(mix, half) + resize(shallow, half)))
 
     def _main_logits(self, x: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
         unit = self.refine_full[0]
-        return norm_act_head(unit, self.heads[0], unit[0](channels_last(resize(x, shallow.shape[-2:]) + shallow)))
+        return norm_act_head(unit, self.heads[0], unit[0](conv_layout(resize(x, shallow.shape[-2:]) + shallow)))
 
     def forward(self, image: torch.Tensor, depth3: torch.Tensor, img_feats: Pyramid, depth_feats: Pyramid,
                 patch_feats: Pyramid, release_inputs: bool = False) -> list[torch.Tensor]:
@@ -367,8 +370,8 @@ class DepthDecoder(nn.Module):
 
     def _full_resolution(self, image: torch.Tensor, depth3: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
         """The finest depth logits [B,1,H,W] from the L1 decoding d1 and the full-resolution shallow features."""
-        shallow = self.shallow(channels_last(torch.cat([image, depth3], dim=1) if self.concat_streams else image))
+        shallow = self.shallow(conv_layout(torch.cat([image, depth3], dim=1) if self.concat_streams else image))
         x = d1 + resize_like(shallow, d1)
-        x = self.refine_half(channels_last(resize(x, (2 * x.shape[-2], 2 * x.shape[-1]))))
+        x = self.refine_half(conv_layout(resize(x, (2 * x.shape[-2], 2 * x.shape[-1]))))
         x = resize(x + resize_like(shallow, x), (2 * x.shape[-2], 2 * x.shape[-1]))
-        return norm_act_head(self.refine_full, self.heads[0], self.refine_full[0](channels_last(x)))
+        return norm_act_head(self.refine_full, self.heads[0], self.refine_full[0](conv_layout(x)))
