@@ -89,7 +89,10 @@ def test_logits_equal_the_official_model(version_dir, variant):
     sigmoid = 1 / (1 + np.exp(-out[0].astype(np.float64)))
     assert np.abs(sigmoid - np.load(case / "out_sigmoid.npy")).max() <= 1e-5
     for name, value in taps.items():  # where a mismatch would start
-        assert np.abs(value - np.load(case / f"{name}.npy")).max() <= 1e-4, name
+        # Relative to the feature's scale (FSE outputs reach |x| ~ 5): the references were recorded on another CPU,
+        # and oneDNN's AVX2 and AVX-512 kernels sum in different orders (1.2e-4 on fse3_out_img on an AVX2 EPYC).
+        expected = np.load(case / f"{name}.npy")
+        assert np.abs(value - expected).max() <= 1e-4 * max(1.0, float(np.abs(expected).max())), name
 
 
 def test_head_checkpoint_with_trained_depth_head_loads():
