@@ -46,13 +46,19 @@ def half_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+def cpu_emulates_bf16(device: torch.device) -> bool:
+    """Whether ``device`` is a CPU without native bfloat16 (no AVX512-BF16 or AMX), where oneDNN emulates it:
+    slower than float32 and less exact, so reduced precision runs float32 there."""
+    return device.type == "cpu" and not native_bf16(device)
+
+
 def autocast(device: torch.device, half: bool) -> contextlib.AbstractContextManager:
     """Autocast to :func:`half_dtype` when ``half``; otherwise a no-op (float32). On a CPU without native bfloat16
     (no AVX512-BF16 or AMX) ``half`` runs in float32 instead, with a one-time notice: emulated bf16 is slower than
     float32 there and less exact."""
     if not half:
         return contextlib.nullcontext()
-    if device.type == "cpu" and not native_bf16(device):
+    if cpu_emulates_bf16(device):
         _notice_once("--half: this CPU has no native bfloat16 (AVX512-BF16/AMX); running in float32")
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=half_dtype(device))

@@ -78,7 +78,7 @@ def _our_model(backbone: str, weights: str | None):
 def run_child(opts: argparse.Namespace) -> dict:
     import torch
 
-    from pdfnet.device import native_bf16
+    from pdfnet.device import cpu_emulates_bf16
 
     torch.set_num_threads(opts.threads)
     device = torch.device(opts.device)
@@ -103,8 +103,8 @@ def run_child(opts: argparse.Namespace) -> dict:
     rss_loaded = _rss_mib("VmRSS")
     img, depth = (t.to(device) for t in _make_inputs(opts.size, opts.batch, opts.seed))
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.dtype)
-    if autocast_dtype is torch.bfloat16 and device.type == "cpu" and not native_bf16(device):
-        autocast_dtype = None  # as --half does: emulated bf16 is slower than float32 on this CPU
+    if autocast_dtype is torch.bfloat16 and cpu_emulates_bf16(device):
+        autocast_dtype = None  # float32, as --half runs there
     times = []
     peak_reset = _reset_peak_rss() if device.type == "cpu" else False
     if device.type == "cuda":

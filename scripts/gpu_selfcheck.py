@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from pdfnet.config import load_config  # noqa: E402
+from pdfnet.data.io import atomic_write_bytes  # noqa: E402
 from pdfnet.device import configure_cuda_backends, native_bf16, resolve_device, training_amp_dtype  # noqa: E402
 from pdfnet.engine.inference import probability_agreement  # noqa: E402
 from pdfnet.engine.profiling import (  # noqa: E402
@@ -392,8 +393,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_report(out: Path, checks: Checks) -> str:
     """Rewrites <out>/gpu_selfcheck.json and .md with the sections run so far; returns the markdown table."""
-    from pdfnet.data.io import atomic_write_bytes
-
     report = json.dumps({"results": checks.results, "failed": checks.failed}, indent=2)
     atomic_write_bytes(out / "gpu_selfcheck.json", report.encode())
     table = markdown(checks.results, checks.failed)

@@ -279,8 +279,8 @@ def test_wide_convs_train_in_the_plain_layout_on_cpus_without_avx512(cpu_capabil
         layouts.clear()
         model.zero_grad()
         torch.manual_seed(5)  # same dropout masks
-        seg, dep = model(image, depth, return_depth=True)
-        sum(o.float().square().mean() for o in seg + dep).backward()
+        seg_logits, depth_logits = model(image, depth, return_depth=True)
+        sum(o.float().square().mean() for o in seg_logits + depth_logits).backward()
         assert layouts == [capability == "AVX512"] * len(wide_convs), capability
         grads[capability] = {n: p.grad.clone() for n, p in model.named_parameters()}
         with torch.no_grad():  # inference keeps channels-last whatever the CPU
