@@ -7,8 +7,16 @@ flag that chose it and the ``hf download`` command that fetches it, instead of a
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, config_from_dict, config_to_dict
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
 
 
 class HubFilesError(RuntimeError):
@@ -68,3 +76,47 @@ def local_model_folder(source: str | os.PathLike, *, required: tuple[str, ...], 
     if missing:
         raise HubFilesError(f"{what} {text!r} ({flag}) has no {', '.join(missing)} on the hub or in the cache")
     return path
+
+
+def hub_config(cfg: Config) -> dict[str, Any]:
+    """What ``config.json`` holds: the resolved config, with the (local) pretrained-encoder path cleared."""
+    tree = config_to_dict(cfg)
+    tree["model"]["pretrained"] = ""
+    return tree
+
+
+def config_from_hub_json(raw: Any, source: str) -> Config:
+    """A ``config.json`` -> Config: our whole config (``{"model": {...}, "data": {...}, ...}``), or what a bare
+    ``PDFNet(...).save_pretrained`` records, its constructor arguments (keys of ``model:`` in the config)."""
+    if not isinstance(raw, dict):
+        raise HubFilesError(f"{source}: {CONFIG_NAME} holds a {type(raw).__name__}, expected an object")
+    try:
+        if isinstance(raw.get("model"), dict):
+            return config_from_dict(raw)
+        arguments = dict(raw)
+        if arguments.pop("patch_grid", 8) != 8:
+            raise ConfigError("patch_grid other than 8 is not configurable")
+        return config_from_dict({"model": arguments})
+    except ConfigError as err:
+        raise HubFilesError(f"{source}: {CONFIG_NAME} is not a PDFNet config: {err}") from err
+
+
+def read_pretrained(source: str | os.PathLike, revision: str | None = None,
+                    flag: str = "--ckpt") -> tuple[Config, dict[str, Any]]:
+    """A ``save_pretrained`` folder or a hub id -> (its config, its weights on the CPU); offline, only the local
+    cache is used and a miss is one line saying what to download."""
+    from safetensors.torch import load_file
+
+    folder = local_model_folder(source, required=(CONFIG_NAME, WEIGHTS_NAME), what="PDFNet weights", flag=flag,
+                                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME], revision=revision)
+    try:
+        raw = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise HubFilesError(f"{source}: cannot read {folder / CONFIG_NAME}: {err}") from err
+    cfg = config_from_hub_json(raw, str(source))
+    cfg.model.pretrained = ""  # the weights come from the folder
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME), device="cpu")
+    except Exception as err:  # safetensors raises its own error types for truncated or foreign files
+        raise HubFilesError(f"{source}: cannot read {folder / WEIGHTS_NAME}: {err}") from err
+    return cfg, state

@@ -11,6 +11,7 @@ Variants (each a set of config overrides on top of --config):
   no_patches      no 8x8 full-resolution patch branch
   no_integrity    no depth integrity-prior loss
   no_depth_head   no auxiliary depth decoder (no SiLog loss)
+  concat_fusion   concatenation + conv in place of FSE (no BIS, no patch weighting, no CoA)
 
 Every variant trains with the same seed and data; the table reports each run's best validation line. Finished runs
 are reused, interrupted ones resumed (--fresh starts over).
@@ -32,6 +33,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "no_patches": ("w/o patch branch", ["model.use_patches=false"]),
     "no_integrity": ("w/o integrity-prior loss", ["loss.integrity_weight=0"]),
     "no_depth_head": ("w/o depth head (SiLog)", ["model.depth_head=false"]),
+    "concat_fusion": ("concat + conv instead of FSE", ["model.fusion=concat"]),
 }
 COLUMNS = ("maxF", "wF", "Sm", "meanEm", "MAE", "HCE")
 

@@ -62,17 +62,23 @@ def _make_inputs(size: int, batch: int, seed: int):
     return img, depth
 
 
-def _our_model(backbone: str, weights: str | None):
-    """Our model as benchmarked: the shared official-format weights when they exist, else a seeded random init."""
+def _our_model(backbone: str, weights: str | None, impl: str, device):
+    """Our model as benchmarked, in the implementation ``impl`` (model.impl) picks on ``device``: the shared
+    official-format weights when they exist, else a seeded random init."""
     import torch
 
-    from pdfnet.models import PDFNet
+    from pdfnet.build import build_model
+    from pdfnet.config import ModelConfig
     from pdfnet.models.official import load_official
 
     if weights and Path(weights).exists():
-        return load_official(weights)
+        reference = load_official(weights)
+        cfg = ModelConfig(variant=reference.variant, depth_head=reference.has_depth_head, impl=impl)
+        return build_model(cfg, device, reference.state_dict())
     torch.manual_seed(0)
-    return PDFNet(backbone=backbone, emb_dim=128 if backbone.startswith("swin_base") else 32, depth_head=False)
+    cfg = ModelConfig(backbone=backbone, emb_dim=128 if backbone.startswith("swin_base") else 32, depth_head=False,
+                      impl=impl)
+    return build_model(cfg, device)
 
 
 def run_child(opts: argparse.Namespace) -> dict:
@@ -95,7 +101,7 @@ def run_child(opts: argparse.Namespace) -> dict:
         def infer(img, depth):
             return model.inference(img, depth)[1]
     else:
-        model = _our_model(opts.backbone, opts.weights).to(device).eval()
+        model = _our_model(opts.backbone, opts.weights, opts.model_impl, device).eval()
 
         def infer(img, depth):
             return model(img, depth)[0]
@@ -163,7 +169,7 @@ def _agreement(opts: argparse.Namespace, weights: str | None) -> list[dict]:
 
     torch.set_num_threads(opts.threads)
     device = torch.device(opts.device)
-    model = _our_model(opts.backbone, weights).to(device).eval()
+    model = _our_model(opts.backbone, weights, opts.model_impl, device).eval()
     if half_dtype(device) != {"bf16": torch.bfloat16, "fp16": torch.float16}[opts.dtype]:
         print(f"note: --half on {device} runs {half_dtype(device)}, not {opts.dtype} (see pdfnet.device)")
     paths = sorted(list_images(opts.agreement).items())[:opts.agreement_images]
@@ -187,7 +193,8 @@ def _spawn(impl: str, opts: argparse.Namespace, workdir: Path, weights: str | No
     cmd = [sys.executable, __file__, "--_child", impl, "--size", str(opts.size), "--batch", str(opts.batch),
            "--dtype", dtype, "--device", opts.device, "--runs", str(opts.runs), "--warmup", str(opts.warmup),
            "--threads", str(opts.threads), "--seed", str(opts.seed), "--_result", str(res_path),
-           "--_out_npy", str(npy), "--backbone", opts.backbone, "--mm_size", str(opts.mm_size)]
+           "--_out_npy", str(npy), "--backbone", opts.backbone, "--mm_size", str(opts.mm_size),
+           "--model_impl", opts.model_impl]
     if opts.official_dir:
         cmd += ["--official_dir", opts.official_dir]
     if weights:
@@ -213,6 +220,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", default="swin_base_patch4_window12_384",
                    help="our model's backbone when run alone (the comparison always uses the paper's Swin-B)")
+    p.add_argument("--model_impl", choices=("auto", "reference", "lean"), default="auto",
+                   help="our model's implementation (model.impl; auto: lean on CPU, reference on GPUs)")
     p.add_argument("--official_dir", default="", help="checkout of the official PDFNet code to compare against")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     p.add_argument("--mm_size", type=int, default=4096,

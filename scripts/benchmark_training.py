@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone", default="swin_base_patch4_window12_384", help="model.backbone (paper: Swin-B)")
     p.add_argument("--emb_dim", type=int, default=128, help="model.emb_dim (paper: 128)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--model_impl", choices=("auto", "reference", "lean"), default="auto",
+                   help="model.impl of ours (auto: lean on CPU, reference on GPUs)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     p.add_argument("--json", type=Path, default=None, help="write the results (a list, one entry per mode) here")
     p.add_argument("--official_dir", default="", help="checkout of the official code at commit 802b477 (v2025.03): "
@@ -77,9 +79,11 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cfg = load_config(None, [f"model.backbone={args.backbone}", f"model.emb_dim={args.emb_dim}",
-                             f"model.grad_checkpointing={mode}", f"data.size={args.size}", f"train.amp={args.amp}"])
+                             f"model.grad_checkpointing={mode}", f"data.size={args.size}", f"train.amp={args.amp}",
+                             f"model.impl={args.model_impl}"])
     result = measure_training_steps(cfg, device, args.batch, steps=args.steps)
     out = dict(result.__dict__)
+    out["model_impl"] = args.model_impl
     out["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     out["threads"] = torch.get_num_threads()
     return out
@@ -91,7 +95,7 @@ def _comparison_config(args: argparse.Namespace, mode: str):
 
     return load_config(None, ["model.variant=v2025.03", "model.drop_path=0", "model.fusion_dropout=0",
                               "model.depth_head=true", f"model.grad_checkpointing={mode}", f"data.size={args.size}",
-                              "train.amp=none"])
+                              "train.amp=none", f"model.impl={args.model_impl}"])
 
 
 def _save_gradients(model, path: Path, key=lambda name: name) -> None:
@@ -144,16 +148,16 @@ def run_ours_child(args: argparse.Namespace, mode: str) -> dict:
     """Our training step on the official weights written by :func:`run_official_child`."""
     import torch
 
+    from pdfnet.build import build_model
     from pdfnet.device import resolve_device
     from pdfnet.engine.profiling import measure_training_steps
-    from pdfnet.models import build_model_with_weights
     from pdfnet.models.official import convert_state_dict, ours_to_official
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cfg = _comparison_config(args, mode)
-    model = build_model_with_weights(cfg.model, convert_state_dict(torch.load(args.workdir / "weights.pth")))
+    model = build_model(cfg, device, convert_state_dict(torch.load(args.workdir / "weights.pth")))
     result = measure_training_steps(
         cfg, device, args.batch, steps=args.steps, model=model, data=torch.load(args.workdir / "batch.pt"),
         on_first_gradients=lambda m: _save_gradients(m, args.workdir / f"ours_{mode}_grads.pt", ours_to_official))
@@ -195,7 +199,7 @@ def compare_with_official(args: argparse.Namespace) -> int:
             torch.save(synthetic_batch(args.batch, args.size, torch.device("cpu")), work / "batch.pt")
         base = [sys.executable, __file__, "--size", str(args.size), "--batch", str(args.batch), "--steps",
                 str(args.steps), "--device", args.device, "--threads", str(args.threads), "--official_dir",
-                args.official_dir, "--workdir", str(work), "--json", "/dev/stdout"]
+                args.official_dir, "--workdir", str(work), "--json", "/dev/stdout", "--model_impl", args.model_impl]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
         results = []
         for child, mode in [("official", "none")] + [("ours", m) for m in args.grad_checkpointing]:
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, __file__, "--size", str(args.size), "--batch", str(args.batch), "--amp", args.amp,
                    "--grad_checkpointing", mode, "--steps", str(args.steps), "--backbone", args.backbone,
                    "--emb_dim", str(args.emb_dim), "--device", args.device, "--threads", str(args.threads),
-                   "--json", "/dev/stdout"]
+                   "--json", "/dev/stdout", "--model_impl", args.model_impl]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 # -9 is almost always the kernel's OOM killer: the mode does not fit this machine's memory.

@@ -41,9 +41,16 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from pdfnet.build import build_loss, build_model  # noqa: E402
 from pdfnet.config import load_config  # noqa: E402
 from pdfnet.data.io import atomic_write_bytes  # noqa: E402
-from pdfnet.device import configure_cuda_backends, native_bf16, resolve_device, training_amp_dtype  # noqa: E402
+from pdfnet.device import (  # noqa: E402
+    configure_cuda_backends,
+    cpu_emulates_bf16,
+    native_bf16,
+    resolve_device,
+    training_amp_dtype,
+)
 from pdfnet.engine.inference import probability_agreement  # noqa: E402
 from pdfnet.engine.profiling import (  # noqa: E402
     measure_training_steps,
@@ -53,7 +60,6 @@ from pdfnet.engine.profiling import (  # noqa: E402
     synthetic_batch,
     training_step,
 )
-from pdfnet.models import build_model  # noqa: E402
 
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
 
@@ -148,7 +154,7 @@ def parity(device: torch.device, quick: bool, checks: Checks, reference: Path) -
 def _model(quick: bool, device: torch.device, size: int | None = None):
     torch.manual_seed(0)
     cfg = model_config(quick, size, **{"model.depth_head": "false"})
-    return build_model(cfg.model).to(device).eval(), cfg.data.size
+    return build_model(cfg, device).eval(), cfg.data.size
 
 
 def bf16_agreement(device: torch.device, quick: bool) -> dict:
@@ -198,12 +204,17 @@ def inference(device: torch.device, quick: bool) -> dict:
     return out
 
 
+def training_amp(device: torch.device) -> str:
+    """bf16 autocast for the training sections, float32 on a CPU that only emulates bf16 (slower, as --half)."""
+    return "none" if cpu_emulates_bf16(device) else "bf16"
+
+
 def training(device: torch.device, quick: bool) -> dict:
-    out = {}
+    out = {"amp": training_amp(device)}
     for batch in (1, 2):
         for mode in ("none", "encoder", "all"):
             cfg = model_config(quick, 128 if quick else 1024, **{"model.grad_checkpointing": mode,
-                                                                   "train.amp": "bf16"})
+                                                                   "train.amp": training_amp(device)})
             try:
                 r = measure_training_steps(cfg, device, batch, steps=1 if quick else 3)
                 out[f"batch{batch}_{mode}"] = {"step_s": round(r.step_s, 3), "peak_mib": round(r.peak_mib),
@@ -258,12 +269,12 @@ def compile_training(device: torch.device, quick: bool, backend: str) -> dict:
 
 def overfit(device: torch.device, quick: bool, checks: Checks) -> dict:
     cfg = model_config(quick, 128 if quick else 512, **{"optim.lr": "3e-3" if quick else "1e-4",
-                                                        "train.amp": "bf16", "model.drop_path": "0.0",
+                                                        "train.amp": training_amp(device), "model.drop_path": "0.0",
                                                         "model.fusion_dropout": "0.0"})
     r = measure_training_steps(cfg, device, 1 if quick else 2, steps=29, warmup=1)
     first, last = r.losses[0], min(r.losses[-3:])
     checks.expect(last <= 0.5 * first, f"overfit: loss {first:.4f} -> {last:.4f} fell by less than 50 %")
-    return {"size": cfg.data.size, "loss_first": round(first, 4), "loss_last": round(last, 4),
+    return {"size": cfg.data.size, "amp": cfg.train.amp, "loss_first": round(first, 4), "loss_last": round(last, 4),
             "fell_by": round(1 - last / first, 3)}
 
 
@@ -289,7 +300,6 @@ def ddp_probe(args: argparse.Namespace) -> int:
     from torch.nn.parallel import DistributedDataParallel
 
     from pdfnet.engine.distributed import init_distributed
-    from pdfnet.losses import PDFNetLoss
 
     ctx, device = init_distributed(args.device)
     if not ctx.enabled:  # one GPU: still exercise an nccl (or gloo) group, of one process
@@ -299,15 +309,15 @@ def ddp_probe(args: argparse.Namespace) -> int:
                                 device_id=device if device.type == "cuda" else None)
     cfg = model_config(args.quick, 128 if args.quick else 512)
     torch.manual_seed(0)
-    model = build_model(cfg.model).to(device).train()
+    model = build_model(cfg, device).train()
     ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                         broadcast_buffers=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = synthetic_batch(1, cfg.data.size, device, seed=dist.get_rank())
-    amp_dtype = training_amp_dtype(device, "bf16")
+    amp_dtype = training_amp_dtype(device, training_amp(device))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     started = time.perf_counter()
-    training_step(ddp_model, PDFNetLoss.from_config(cfg).to(device), optimizer, scaler, batch, amp_dtype, True)
+    training_step(ddp_model, build_loss(cfg, device), optimizer, scaler, batch, amp_dtype, True)
     synchronize(device)
     seconds = time.perf_counter() - started
     flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])

@@ -56,9 +56,9 @@ def tiny_depth_model(tmp_path_factory):
 @pytest.fixture()
 def tiny_checkpoint(tmp_path):
     """Our checkpoint of a randomly initialised tiny PDFNet (swin_tiny_test, 128² input, no depth head)."""
+    from pdfnet.build import build_model
     from pdfnet.config import Config
     from pdfnet.engine.checkpoint import atomic_save, make_checkpoint
-    from pdfnet.models import build_model
 
     cfg = Config()
     cfg.model.backbone, cfg.model.emb_dim, cfg.model.depth_head = "swin_tiny_test", 16, False
@@ -66,6 +66,23 @@ def tiny_checkpoint(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "tiny.pth"
     atomic_save(make_checkpoint(build_model(cfg.model), cfg, epoch=3), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def knobs_checkpoint(tmp_path_factory):
+    """Our checkpoint of a random tiny PDFNet with non-default knobs (test_knobs.OTHER_KNOBS: v2025.03, concat
+    fusion, a timm backbone, grad_checkpointing all, impl reference, 256² input)."""
+    from test_knobs import OTHER_KNOBS
+
+    from pdfnet.build import build_model
+    from pdfnet.config import load_config
+    from pdfnet.engine.checkpoint import atomic_save, make_checkpoint
+
+    cfg = load_config(None, OTHER_KNOBS)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("knobs") / "knobs.pth"
+    atomic_save(make_checkpoint(build_model(cfg), cfg), path)
     return path
 
 

@@ -1,6 +1,6 @@
 """CUDA-only behaviour, tested on CPU by simulating what differs: device per LOCAL_RANK and the order of set_device and
-init_process_group, native-bf16 detection, backend switches, per-device RNG state, CPU-only inference tricks kept off
-other devices, pretrained-backbone reports, the memory-lean norm and gradient checkpointing."""
+init_process_group, native-bf16 detection, backend switches, per-device RNG state, the CPU forms kept off other
+devices (model.impl), pretrained-backbone reports, the memory-lean norm and gradient checkpointing."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import torch
 import torch.distributed as dist
 
 from pdfnet import device as devices
+from pdfnet.build import build_model, implementation_of
+from pdfnet.config import ModelConfig
 from pdfnet.depth.anything import depth_autocast_dtype
 from pdfnet.engine import distributed
 from pdfnet.engine.rng import capture_rng, restore_rng
+from pdfnet.lean import decoder as lean_decoder
 from pdfnet.models import PDFNet
-from pdfnet.models import decoder as decoder_module
-from pdfnet.models import pdfnet as pdfnet_module
-from pdfnet.models.backbone import SWIN_SPECS, SwinEncoder, load_pretrained_backbone
-from pdfnet.models.blocks import ConvNormAct, RMSNorm, lean_inference
+from pdfnet.models.backbone import SWIN_SPECS, SwinEncoder
+from pdfnet.models.blocks import ConvNormAct, RMSNorm
+from pdfnet.models.pretrained import load_pretrained_swin as load_pretrained_backbone
 
 
 @pytest.fixture()
@@ -154,10 +156,10 @@ def test_rng_state_is_saved_and_restored_for_this_ranks_gpu_only(monkeypatch):
 
 
 def test_cpu_memory_tricks_stay_off_other_devices(monkeypatch):
-    """The strip loops, heap trimming and one-hot logit head are CPU inference tricks: on another device (here
-    'meta', which runs the forward without data) the plain decoder path runs."""
+    """The strip loops, heap trimming and one-hot logit head are CPU forms (pdfnet/lean): on another device (here
+    'meta', which runs the forward without data) model.impl=auto builds the reference model, and none of them runs."""
     calls = {"trim": 0, "onehot": 0}
-    real_onehot = decoder_module.conv3x3_to_few
+    real_onehot = lean_decoder.conv3x3_to_few
 
     def count(name, fn=None):
         def wrapped(*args, **kwargs):
@@ -165,18 +167,16 @@ def test_cpu_memory_tricks_stay_off_other_devices(monkeypatch):
             return fn(*args, **kwargs) if fn else None
         return wrapped
 
-    for module in (decoder_module, pdfnet_module):
-        monkeypatch.setattr(module, "release_freed_memory", count("trim"))
-    monkeypatch.setattr(decoder_module, "conv3x3_to_few", count("onehot", real_onehot))
-    with torch.device("meta"):
-        meta_model = PDFNet("swin_tiny_test", 16, depth_head=False).eval()
-    meta_model.reset_derived_buffers()
+    monkeypatch.setattr(lean_decoder, "release_freed_memory", count("trim"))
+    monkeypatch.setattr(lean_decoder, "conv3x3_to_few", count("onehot", real_onehot))
+    cfg = ModelConfig(backbone="swin_tiny_test", emb_dim=16, depth_head=False)
+    meta_model = build_model(cfg, "meta").eval()
+    assert implementation_of(meta_model) == "reference"
     with torch.no_grad():
         out = meta_model(torch.empty(1, 3, 128, 128, device="meta"), torch.empty(1, 1, 128, 128, device="meta"))
     assert out[0].shape == (1, 1, 128, 128) and calls == {"trim": 0, "onehot": 0}
-    with torch.no_grad():
-        assert not lean_inference(torch.empty(1, device="meta")) and lean_inference(torch.empty(1))
-    cpu_model = PDFNet("swin_tiny_test", 16, depth_head=False).eval()
+    cpu_model = build_model(cfg, "cpu").eval()
+    assert implementation_of(cpu_model) == "lean"
     with torch.no_grad():
         cpu_model(torch.randn(1, 3, 128, 128), torch.rand(1, 1, 128, 128))
     assert calls["trim"] > 0 and calls["onehot"] == 1
@@ -234,9 +234,11 @@ def test_norms_keep_the_autocast_dtype_and_the_lean_backward_is_exact():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)
     x64 = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
     w64 = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    from pdfnet.models.blocks import rms_norm_train
+    from pdfnet.lean.norms import chunked_rms_norm
+    from pdfnet.models.blocks import rms_norm
 
-    assert torch.autograd.gradcheck(lambda a, b: rms_norm_train(a, b, 1, 1e-6, silu=True), (x64, w64))
+    assert torch.autograd.gradcheck(lambda a, b: rms_norm(a, b, 1, 1e-6, silu=True), (x64, w64))
+    assert torch.autograd.gradcheck(lambda a, b: chunked_rms_norm(a, b, 1, 1e-6, silu=True), (x64, w64))
 
 
 @pytest.mark.parametrize("mode", ["encoder", "all"])
@@ -261,7 +263,7 @@ def test_gradient_checkpointing_leaves_gradients_unchanged(mode):
 def test_cpu_attention_dropout_in_chunks_replays_its_masks_in_backward():
     """Chunked, recomputed attention dropout (CPU training): the output is A @ v for a dropped attention matrix A,
     and backward must use the same A (the masks are replayed), i.e. grad_v = A^T grad_out."""
-    from pdfnet.models.fusion import attention_with_dropout_in_chunks
+    from pdfnet.lean.attention import attention_with_dropout_in_chunks
 
     q, k = torch.randn(1, 1, 10, 4), torch.randn(1, 1, 6, 4)
     v = torch.randn(1, 1, 6, 6, requires_grad=True)
@@ -279,17 +281,17 @@ def test_cpu_attention_dropout_in_chunks_replays_its_masks_in_backward():
 
 
 def test_lean_norm_in_row_chunks_equals_one_chunk(monkeypatch):
-    from pdfnet.models import blocks
+    from pdfnet.lean import norms
 
     x = torch.randn(2, 8, 40, 24, requires_grad=True)
     w = torch.randn(8, requires_grad=True)
-    one = blocks.rms_norm_train(x, w, 1, 1e-6, True)
+    one = norms.chunked_rms_norm(x, w, 1, 1e-6, True)
     g = torch.randn_like(one)
     grads_one = torch.autograd.grad(one, (x, w), g)
-    chunks = blocks._row_chunks
-    monkeypatch.setattr(blocks, "_row_chunks", lambda t, dim, elements=0: chunks(t, dim, elements=1000))
-    assert len(blocks._row_chunks(x, 1)) > 4
-    many = blocks.rms_norm_train(x, w, 1, 1e-6, True)
+    chunks = norms.row_chunks
+    monkeypatch.setattr(norms, "row_chunks", lambda t, dim, elements=0: chunks(t, dim, elements=1000))
+    assert len(norms.row_chunks(x, 1)) > 4
+    many = norms.chunked_rms_norm(x, w, 1, 1e-6, True)
     grads_many = torch.autograd.grad(many, (x, w), g)
     # The same arithmetic; a strided slice may order the channel mean's additions differently (last-bit rounding).
     torch.testing.assert_close(one, many, rtol=1e-6, atol=1e-7)
@@ -298,9 +300,10 @@ def test_lean_norm_in_row_chunks_equals_one_chunk(monkeypatch):
 
 
 def test_channels_last_maps_are_normed_as_nhwc_with_the_same_values_and_gradients():
-    """rms_norm_train on a channels-last map takes the NHWC route (contiguous chunks); the result keeps the
+    """The chunked norm on a channels-last map takes the NHWC route (contiguous chunks); the result keeps the
     channels-last layout and equals the [B,C,H,W] route, forward and backward."""
-    from pdfnet.models.blocks import channels_last, rms_norm_train
+    from pdfnet.lean.cpu import channels_last
+    from pdfnet.lean.norms import chunked_rms_norm as rms_norm_train
 
     torch.manual_seed(4)
     x = torch.randn(2, 8, 20, 12)

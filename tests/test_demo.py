@@ -25,10 +25,10 @@ def running_demo(tmp_path_factory, tiny_depth_model):
     """(url, segmenter, example image) of a demo served in this process; closed after the module."""
     import torch
 
+    from pdfnet.build import build_model
     from pdfnet.cli.demo import build, parse_args
     from pdfnet.config import Config
     from pdfnet.engine.checkpoint import atomic_save, make_checkpoint
-    from pdfnet.models import build_model
 
     folder = tmp_path_factory.mktemp("demo")
     cfg = Config()

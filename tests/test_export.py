@@ -50,15 +50,19 @@ def test_dynamic_export_matches_pytorch_on_two_sizes(tiny_checkpoint, tmp_path, 
     assert verify_onnx(other, out, 128, [(1, 128, 192)])[0][1] > 1e-3
 
 
-def test_fixed_export_has_the_model_shape(tiny_checkpoint, tmp_path, capsys):
-    """Through the `pdfnet export` command (the same main() as scripts/export_onnx.py)."""
+def test_fixed_export_has_the_model_shape(knobs_checkpoint, tmp_path, capsys):
+    """Through the `pdfnet export` command (the same main() as scripts/export_onnx.py), for a model with
+    non-default knobs (v2025.03, concat fusion, a timm backbone, grad_checkpointing all; tests/test_knobs.py)."""
     from pdfnet.cli import main
 
     out = tmp_path / "fixed.onnx"
-    assert main(["export", "--ckpt", str(tiny_checkpoint), "--out", str(out)]) == 0
-    assert "fixed [1,3,128,128]" in capsys.readouterr().out
+    assert main(["export", "--ckpt", str(knobs_checkpoint), "--out", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "fixed [1,3,256,256]" in report
+    diffs = [float(line.rsplit(" ", 1)[1]) for line in report.splitlines() if "max |probability difference|" in line]
+    assert len(diffs) == 2 and max(diffs) <= 1e-3
     model = onnx.load(str(out))
-    assert _dims(model, 0) == [1, 3, 128, 128] and _dims(model, 1) == [1, 1, 128, 128]
+    assert _dims(model, 0) == [1, 3, 256, 256] and _dims(model, 1) == [1, 1, 256, 256]
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pdfnet.engine.inference import IMAGENET_MEAN, IMAGENET_STD, Predictor, predict_logits, predict_probs
+from pdfnet.engine.inference import IMAGENET_MEAN, IMAGENET_STD, predict_logits, predict_probs
+from pdfnet.engine.predictor import Predictor
 from pdfnet.engine.tiling import count_tiles, interpolation_rows, predict_probs_tiled, tile_starts, tile_window
 from pdfnet.models import PDFNet
 

@@ -12,11 +12,12 @@ from pdfnet.losses import (
     IntegrityPriorLoss,
     PDFNetLoss,
     SSIMLoss,
-    _gaussian_window,
     boundary_weight,
     silog_loss,
     structure_loss,
 )
+from pdfnet.losses.terms import Targets, gaussian_taps
+from pdfnet.variants import VARIANTS
 
 
 def test_structure_loss_uniform_logits_no_edges():
@@ -40,7 +41,7 @@ def test_structure_loss_single_pixel_by_hand():
 def test_ssim_loss_identical_maps_is_zero_and_a_hand_case():
     x = torch.rand(2, 1, 12, 12)
     assert SSIMLoss()(x, x.clone()).item() == pytest.approx(0.0, abs=1e-6)
-    wc = _gaussian_window()[0, 0, 5, 5].item()  # 1x1 images: only the centre tap sees the pixel
+    wc = (gaussian_taps()[5] ** 2).item()  # 1x1 images: only the centre tap sees the pixel
     c1, c2 = 0.01**2, 0.03**2
     ssim = c1 * c2 / ((wc**2 + c1) * (wc - wc**2 + c2))
     got = SSIMLoss()(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)).item()
@@ -108,7 +109,8 @@ def test_separable_filters_equal_the_official_2d_ones():
     torch.testing.assert_close(boundary_weight(mask), 1 + 5 * (pool2d - mask).abs(), rtol=0, atol=1e-6)
 
     x = torch.rand(2, 1, 40, 40, requires_grad=True)
-    win = _gaussian_window()
+    taps = gaussian_taps()
+    win = (taps[:, None] @ taps[None, :])[None, None]  # the official 11x11 window
 
     def blur(t):
         return torch.nn.functional.conv2d(t, win, padding=5)
@@ -119,7 +121,6 @@ def test_separable_filters_equal_the_official_2d_ones():
     official = 1 - (1 + ssim.mean()) / 2
     ours = SSIMLoss()(x, mask)
     assert ours.item() == pytest.approx(official.item(), abs=1e-6)
-    # the blur's hand-written backward (the blur itself: the zero-padded Gaussian is a symmetric map)
     (expected,) = torch.autograd.grad(official, x)
     (got,) = torch.autograd.grad(ours, x)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
@@ -147,20 +148,40 @@ def test_depth_target_is_min_max_normalised_per_sample_as_the_official_forward()
 
 def test_weighted_iou_smoothing_follows_the_official_variant():
     from pdfnet.config import Config
-    from pdfnet.losses import WIOU_SMOOTH
 
     logits, mask = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
     # I = 0, U = 0.5·64: v2025.03's +1 gives wIoU = 1 - 1/33, v2026's 1e-6 gives ~1
     assert structure_loss(logits, mask, smooth=1.0).item() == pytest.approx(math.log(2) + 1 - 1 / 33, rel=1e-6)
     cfg = Config()
-    assert WIOU_SMOOTH == {"v2025.03": 1.0, "v2026": 1e-6}
+    assert {v: VARIANTS[v].wiou_smooth for v in VARIANTS} == {"v2025.03": 1.0, "v2026": 1e-6}
     for variant in ("v2025.03", "v2026"):
         cfg.model.variant = variant
-        assert PDFNetLoss.from_config(cfg).wiou_smooth == WIOU_SMOOTH[variant]
+        assert PDFNetLoss.from_config(cfg).terms["seg"].smooth == VARIANTS[variant].wiou_smooth
     cfg.loss.wiou_smooth = 0.5  # an explicit loss.wiou_smooth wins over the variant
-    assert PDFNetLoss.from_config(cfg).wiou_smooth == 0.5
+    assert PDFNetLoss.from_config(cfg).terms["seg"].smooth == 0.5
     from pdfnet.config import ConfigError, load_config
 
     assert load_config(None, ["loss.wiou_smooth=1"]).loss.wiou_smooth == 1.0
     with pytest.raises(ConfigError, match="loss.wiou_smooth"):
         load_config(None, ["loss.wiou_smooth=-1"])
+
+
+def test_the_loss_is_the_sum_of_its_registered_terms_and_reports_each_by_name():
+    """A term of one's own is a class plus a weight (loss.terms); the parts hold every term by name."""
+    from pdfnet.losses.dice import DiceTerm
+
+    torch.manual_seed(3)
+    mask = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    depth = torch.rand(2, 1, 16, 16)
+    main, side = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 8, 8)
+    plain_total, plain = PDFNetLoss(LossConfig())([main, side], mask, depth)
+    total, parts = PDFNetLoss(LossConfig(terms={"dice": 0.3}))([main, side], mask, depth)
+    assert list(parts) == ["seg", "integrity", "depth", "dice", "main"]
+    term = DiceTerm(LossConfig(), "v2026")
+    up = torch.nn.functional.interpolate(side, size=(16, 16), mode="bilinear")
+    targets = Targets(mask, depth, None)
+    dice = term(main, targets) + 0.5 * term(up, targets)
+    assert parts["dice"].item() == pytest.approx(dice.item(), rel=1e-6)
+    assert total.item() == pytest.approx(plain_total.item() + 0.3 * dice.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="loss.integrity_weight"):
+        PDFNetLoss(LossConfig(terms={"integrity": 1.0}))

@@ -1,4 +1,5 @@
-"""PDFNet model: shapes, gradients, batch independence, and the exact equivalence of our memory-saving paths."""
+"""The reference PDFNet model: shapes, gradients, batch independence, official quirks, clear errors. (The CPU forms
+of pdfnet/lean are checked against this model in test_lean.py.)"""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pdfnet.build import build_model
 from pdfnet.config import ModelConfig
-from pdfnet.models import PDFNet, build_model, count_parameters
-from pdfnet.models.blocks import resize
-from pdfnet.models.decoder import RowStream, SegmentationDecoder, local_rows, resize_rows, source_rows, upsample4_conv4
+from pdfnet.models import PDFNet, count_parameters
+from pdfnet.models.decoder import upsample_conv
 from pdfnet.models.fusion import boundary_integrity_split, expand_grid, grid_cell_means
 from pdfnet.models.official import OFFICIAL_PARAMETER_COUNTS, SOBEL_PARAMETERS
-from pdfnet.models.pdfnet import merge_grid, normalize_depth, split_grid
+from pdfnet.models.pdfnet import merge_grid, split_grid
+from pdfnet.ops import normalize_depth
+from pdfnet.variants import VARIANTS
 
 
 def _inputs(b: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,105 +68,6 @@ def test_depth_normalisation_is_per_sample(tiny):
     assert torch.equal(normalize_depth(torch.full((1, 1, 4, 4), 3.0)), torch.zeros(1, 1, 4, 4))  # no NaN
 
 
-def test_inference_path_equals_training_path(tiny):
-    """Without autograd the decoder runs its full-resolution part in strips, in place; it must not change results."""
-    image, depth = _inputs(1, 256, 256, seed=3)
-    with torch.no_grad():
-        fast = tiny(image, depth)
-    plain = tiny(image, depth)  # grad enabled: the straightforward path
-    for a, b in zip(fast, plain):
-        torch.testing.assert_close(a, b.detach(), atol=2e-5, rtol=0)
-
-
-def test_upsample4_conv4_equals_upsample_then_strided_conv():
-    torch.manual_seed(1)
-    conv = torch.nn.Conv2d(6, 8, kernel_size=4, stride=4)
-    x = torch.randn(2, 6, 37, 29)
-    expected = conv(F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=True))
-    with torch.no_grad():
-        got = upsample4_conv4(x, conv, strip_rows=10)
-    torch.testing.assert_close(got, expected.detach(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(upsample4_conv4(x, conv, strip_rows=7), expected, atol=1e-5, rtol=1e-5)
-
-
-@pytest.fixture
-def cpu_capability(monkeypatch):
-    """Sets what ``torch.backends.cpu.get_cpu_capability()`` reports (it decides the training conv layout)."""
-    from pdfnet.models import blocks
-
-    def pretend(capability: str) -> None:
-        monkeypatch.setattr(blocks.torch.backends.cpu, "get_cpu_capability", lambda: capability)
-        blocks._cpu_nhwc_weight_grad_is_fast.cache_clear()
-
-    yield pretend
-    monkeypatch.undo()
-    blocks._cpu_nhwc_weight_grad_is_fast.cache_clear()
-
-
-@pytest.mark.parametrize("capability", ["AVX2", "AVX512"])
-def test_upsample4_conv4_training_gradients_equal_autograd(cpu_capability, capability):
-    """The training form keeps x only and re-upsamples strips in backward: same weight, bias and input gradients
-    as autograd through the whole upsampled map, in float32 and under bf16 autocast, in either conv layout."""
-    cpu_capability(capability)
-    torch.manual_seed(3)
-    conv = torch.nn.Conv2d(6, 8, kernel_size=4, stride=4)
-    x = torch.randn(2, 6, 37, 29, requires_grad=True)
-    g = torch.randn(2, 8, 37, 29)
-    for dtype, tol in ((None, 1e-4), (torch.bfloat16, 5e-2)):
-        grads = []
-        for fused in (True, False):
-            conv.zero_grad()
-            x.grad = None
-            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                out = (upsample4_conv4(x, conv, strip_rows=10) if fused else
-                       conv(F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=True)))
-            assert out.dtype == (dtype or torch.float32)
-            if fused:
-                assert out.is_contiguous(memory_format=torch.channels_last) == (capability == "AVX512")
-            out.backward(g.to(out.dtype))
-            grads.append([conv.weight.grad.clone(), conv.bias.grad.clone(), x.grad.clone()])
-        for got, expected in zip(*grads):
-            torch.testing.assert_close(got, expected, atol=tol * expected.abs().max().item(), rtol=0)
-
-
-def test_row_streams_match_whole_tensor_ops():
-    torch.manual_seed(2)
-    block = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.SiLU())
-    x = torch.randn(1, 4, 50, 9)
-    with torch.no_grad():
-        expected = block(block(x))
-        source = RowStream(50, lambda a, b: x[:, :, a:b], band_rows=8)
-        first = RowStream(50, local_rows(source, block, halo=1), band_rows=5)
-        second = RowStream(50, local_rows(first, block, halo=1), band_rows=7)
-        got = torch.cat([second.rows(a, a + 6) for a in range(0, 50, 6)], dim=2)
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
-    assert first.start > 30 and first.band.shape[2] < 20  # rows the second stage no longer needs were freed
-    with pytest.raises(RuntimeError, match="row 0 was requested after rows below"):
-        first.rows(0, 4)
-
-    small = torch.randn(2, 3, 11, 7)
-    full = resize(small, (40, 30))
-    torch.testing.assert_close(resize_rows(small, (40, 30), 13, 29), full[:, :, 13:29], atol=1e-5, rtol=0)
-    lo, hi = source_rows(11, 40, 13, 29)
-    band = small[:, :, lo:hi]
-    torch.testing.assert_close(resize_rows(band, (40, 30), 13, 29, source_start=lo, source_height=11),
-                               full[:, :, 13:29], atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="outside the band"):
-        resize_rows(band[:, :, 1:], (40, 30), 13, 29, source_start=lo + 1, source_height=11)
-
-
-@pytest.mark.parametrize("h, w", [(256, 384), (384, 256)])
-def test_banded_inference_tail_equals_the_plain_path(tiny, monkeypatch, h, w):
-    """CPU inference streams the full-resolution path in row bands; small bands exercise every band boundary."""
-    monkeypatch.setattr(SegmentationDecoder._full_resolution_in_bands, "__defaults__", (8, 24))
-    image, depth = _inputs(1, h, w, seed=3)
-    with torch.no_grad():
-        lean = tiny(image, depth)[0]
-    with torch.enable_grad():  # autograd on: the plain path (whole tensors)
-        plain = tiny(image, depth)[0].detach()
-    torch.testing.assert_close(lean, plain, atol=1e-5, rtol=1e-5)
-
-
 def test_patch_grid_order_matches_official_split():
     x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16)
     patches = split_grid(x, 8)
@@ -175,16 +79,16 @@ def test_patch_grid_order_matches_official_split():
 def test_bis_quirks():
     logits = torch.randn(1, 1, 8, 8) * 3
     # h // 8 == 1: a 1x1 pool is the identity, so there is no boundary at all.
-    boundary, integrity = boundary_integrity_split(logits, "v2026")
+    boundary, integrity = boundary_integrity_split(logits, VARIANTS["v2026"])
     assert torch.count_nonzero(boundary) == 0
     torch.testing.assert_close(integrity, logits.sigmoid())
     # h // 8 even (v2026): thresholded; the zero-padded pool marks the frame of a flat confident map as boundary.
     flat = torch.full((1, 1, 32, 32), 6.0)
-    boundary, _ = boundary_integrity_split(flat, "v2026")
+    boundary, _ = boundary_integrity_split(flat, VARIANTS["v2026"])
     assert set(boundary.unique().tolist()) <= {0.0, 1.0}
     assert boundary[0, 0, 0].sum() > 0 and boundary[0, 0, 16, 16] == 0
     # v2025.03: continuous, doubled.
-    boundary_v1, integrity_v1 = boundary_integrity_split(flat, "v2025.03")
+    boundary_v1, integrity_v1 = boundary_integrity_split(flat, VARIANTS["v2025.03"])
     assert 0 < boundary_v1.max() < 2 and not set(boundary_v1.unique().tolist()) <= {0.0, 1.0}
     assert torch.all(integrity_v1 <= flat.sigmoid())
 
@@ -258,35 +162,51 @@ def test_parameter_counts_equal_the_official_models(variant, depth_head, expecte
     assert count_parameters(model) + SOBEL_PARAMETERS == expected
 
 
-@pytest.mark.parametrize("variant", ["v2026", "v2025.03"])
-def test_wide_convs_train_in_the_plain_layout_on_cpus_without_avx512(cpu_capability, variant):
-    """On CPUs without AVX-512, oneDNN's channels-last weight gradient is several times slower, so the decoder's
-    wide full-resolution convs train in the plain layout there (channels-last elsewhere and at inference), with the
-    same gradients."""
+
+
+def test_the_shallow_branch_recomputes_its_upsampled_input():
+    """upsample_conv = conv(resize(x, 4x)) with the upsampled map recomputed in backward, not kept: same values and
+    gradients as the plain expression, and nothing of size [B,C,4H,4W] saved."""
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(6, 8, kernel_size=4, stride=4)
+    x = torch.randn(2, 6, 37, 29, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: (saved.append(t.numel()), t)[1], lambda t: t):
+        got = upsample_conv(conv, x, 4)
+    assert max(saved) < 4 * x.numel()
+    expected = conv(F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=True))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(got)
+    ours = torch.autograd.grad(got, [conv.weight, x], g)
+    theirs = torch.autograd.grad(expected, [conv.weight, x], g)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_the_norm_keeps_only_its_input_and_statistics_for_backward():
+    """RMSNorm (fused with the SiLU in the conv units) saves x in its own dtype (bf16 under autocast) and the
+    per-position 1/rms, and its written-out backward equals autograd through the plain expression."""
+    from pdfnet.models.blocks import rms_norm
+
     torch.manual_seed(0)
-    model = PDFNet(backbone="swin_tiny_test", emb_dim=16, variant=variant, drop_path=0.0).train()
-    seg, dep = model.decoder, model.depth_decoder
-    wide_convs = [seg.shallow[1][0], seg.refine_half[0][0], seg.refine_full[0][0], dep.refine_half[0],
-                  dep.refine_full[0]]
-    layouts: list[bool] = []
-    for conv in wide_convs:
-        conv.register_forward_pre_hook(
-            lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
-    image, depth = _inputs(1, 128, 128)
-    grads = {}
-    for capability in ("AVX2", "AVX512"):
-        cpu_capability(capability)
-        layouts.clear()
-        model.zero_grad()
-        torch.manual_seed(5)  # same dropout masks
-        seg_logits, depth_logits = model(image, depth, return_depth=True)
-        sum(o.float().square().mean() for o in seg_logits + depth_logits).backward()
-        assert layouts == [capability == "AVX512"] * len(wide_convs), capability
-        grads[capability] = {n: p.grad.clone() for n, p in model.named_parameters()}
-        with torch.no_grad():  # inference keeps channels-last whatever the CPU
-            layouts.clear()
-            model.eval()(image, depth)
-            model.train()
-        assert layouts and all(layouts), capability
-    for name, g in grads["AVX2"].items():  # summation order differs between the layouts: compare gradient norms
-        assert (g - grads["AVX512"][name]).norm() <= 1e-4 * grads["AVX512"][name].norm() + 1e-8, name
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 16, 9, 7, dtype=dtype, requires_grad=True)
+        w = torch.rand(16, requires_grad=True)
+        saved = []
+
+        def pack(t: torch.Tensor, saved=saved) -> torch.Tensor:
+            saved.append((t.shape, t.dtype))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = rms_norm(x, w, 1, 1e-6, silu=True)
+        assert y.dtype == dtype
+        assert sorted(saved, key=str) == sorted([(x.shape, dtype), (w.shape, w.dtype),
+                                                 (torch.Size([2, 1, 9, 7]), torch.float32)], key=str)
+        x32 = x.float()
+        plain = F.silu(w.view(-1, 1, 1) * (x32 * torch.rsqrt(x32.pow(2).mean(1, keepdim=True) + 1e-6)).to(dtype))
+        torch.testing.assert_close(y, plain.to(dtype))
+        g = torch.randn_like(y)
+        for a, b in zip(torch.autograd.grad(y, [x, w], g), torch.autograd.grad(plain.to(dtype), [x, w], g)):
+            tol = 1e-5 if dtype == torch.float32 else 3e-2
+            torch.testing.assert_close(a.float(), b.float(), atol=tol * b.abs().max().item(), rtol=0)

@@ -153,16 +153,17 @@ def test_training_loss_equals_the_official_v2025_03_forward():
     """Our training forward and PDFNetLoss (variant v2025.03: wIoU smoothing +1, depth target normalised) give the
     loss the official March-2025 forward computed on the shared reference weights (tests/data/..., recorded by
     scripts/record_official_loss.py); v2026's smoothing would not, visibly so on a small object."""
+    from pdfnet.build import build_model
     from pdfnet.config import load_config
     from pdfnet.losses import PDFNetLoss
-    from pdfnet.models import build_model_with_weights
     from pdfnet.models.official import convert_state_dict
 
     recorded = json.loads((REPO / "tests" / "data" / "official_v2025.03_training_loss.json").read_text())["masks"]
     sd, case = official_reference("official_v1")
-    cfg = load_config(None, ["model.variant=v2025.03", "model.drop_path=0", "model.fusion_dropout=0"])
-    model = build_model_with_weights(cfg.model, convert_state_dict(sd)).train()
-    assert PDFNetLoss.from_config(cfg).wiou_smooth == 1.0
+    cfg = load_config(None, ["model.variant=v2025.03", "model.drop_path=0", "model.fusion_dropout=0",
+                             "model.impl=reference"])
+    model = build_model(cfg, "cpu", convert_state_dict(sd)).train()
+    assert PDFNetLoss.from_config(cfg).terms["seg"].smooth == 1.0
     image = torch.from_numpy(np.load(case / "in_img.npy"))
     depth = np.load(case / "in_depth.npy")
     with torch.no_grad():

@@ -166,10 +166,9 @@ def test_benchmark_training_prints_table_and_json(tmp_path):
 def test_benchmark_training_official_comparison_helpers(tmp_path, capsys):
     """The pieces of --official_dir that run without the official code: the gradient comparison, the checks of
     the arguments, and the first-step gradients handed to the comparison (taken before the optimizer step)."""
+    from pdfnet.build import build_loss, build_model
     from pdfnet.config import load_config
     from pdfnet.engine.profiling import measure_training_steps, synthetic_batch
-    from pdfnet.losses import PDFNetLoss
-    from pdfnet.models import build_model
 
     bench = load_script("benchmark_training")
     ref = {"a": torch.tensor([3.0, 4.0]), "b": torch.zeros(2), "only_official": torch.ones(1)}
@@ -197,7 +196,7 @@ def test_benchmark_training_official_comparison_helpers(tmp_path, capsys):
     torch.manual_seed(0)
     model = build_model(cfg.model).train()
     seg, dep = model(data["image"], data["depth"], return_depth=True)
-    PDFNetLoss.from_config(cfg)(seg, data["mask"], data["depth_target"], dep)[0].backward()
+    build_loss(cfg)(seg, data["mask"], data["depth_target"], dep)[0].backward()
     expected = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert seen.keys() == expected.keys()
     assert all(torch.equal(seen[n], expected[n]) for n in expected)

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from conftest import REPO
+from pdfnet.build import build_model
 from pdfnet.config import Config
 from pdfnet.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from pdfnet.engine.trainer import Trainer, TrainingError, lr_factor
-from pdfnet.models import build_model
 
 TINY = ["model.backbone=swin_tiny_test", "model.emb_dim=16", "model.drop_path=0.0", "model.fusion_dropout=0.0",
         "data.size=128", "data.num_workers=0", "train.batch_size=2", "train.device=cpu", "train.amp=none",

@@ -140,7 +140,8 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: str, ctx, device) -> tup
     rank 0 combines the per-image statistics in the one-process order, so the numbers equal a single process's."""
     from ..data.io import read_depth, read_rgb_u8
     from ..engine.distributed import gather_objects, shard
-    from ..engine.inference import Predictor, load_model, model_device
+    from ..engine.inference import load_model, model_device
+    from ..engine.predictor import Predictor
 
     model, cfg = load_model(ckpt, device)
     # Command-line values override the checkpoint config's data/eval settings.

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..engine.inference import load_model
 
     try:
-        model, cfg = load_model(args.ckpt, "cpu")
+        model, cfg = load_model(args.ckpt, "cpu", impl="reference")  # one plain graph to export
     except (RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

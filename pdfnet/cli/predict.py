@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     from torch.utils.data import DataLoader
 
-    from ..engine.inference import Predictor, load_model, model_device
+    from ..engine.inference import load_model, model_device
+    from ..engine.predictor import Predictor
     from ..engine.validation import collate_as_is
 
     try:

@@ -12,12 +12,19 @@ from typing import Any
 
 import torch
 
+from ..build import build_model
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from ..data.io import atomic_write
-from ..hub_files import HubFilesError
-from ..models import PDFNet, build_model_with_weights
-from ..models.official import is_official_state_dict, load_official, unwrap_state_dict
-from .hub import is_pretrained_source, load_pretrained
+from ..hub_files import HubFilesError, read_pretrained
+from ..models import PDFNet
+from ..models.official import (
+    OfficialCheckpointError,
+    is_official_state_dict,
+    load_official,
+    official_model_config,
+    unwrap_state_dict,
+)
+from .hub import is_pretrained_source
 
 FORMAT = "pdfnet-checkpoint-v1"
 
@@ -54,17 +61,29 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
-def model_from_checkpoint(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> tuple[PDFNet, Config]:
-    """Build the model stored in ``path``: our ``.pth``, an official state dict (converted on the fly), a
-    ``save_pretrained`` folder or a Hugging Face Hub id; eval mode.
+def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                          impl: str | None = None) -> tuple[PDFNet, Config]:
+    """Build the model stored in ``path`` on ``device`` (``model.impl``, or ``impl`` when given, decides the
+    implementation there): our ``.pth``, an official state dict (converted on the fly), a ``save_pretrained`` folder
+    or a Hugging Face Hub id; eval mode. Returns (model, config); for official files the config is the defaults with
+    the detected variant. The model carries its config, so ``model.save_pretrained`` keeps it."""
+    cfg, state, what = _read_model(path)
+    if impl is not None:
+        cfg.model.impl = impl
+    try:
+        return build_model(cfg, device, state).eval(), cfg
+    except RuntimeError as err:
+        raise CheckpointError(f"{what}: {err}") from err
 
-    Returns (model, config). For official files the config is the defaults with the detected variant.
-    """
+
+def _read_model(path: str | os.PathLike) -> tuple[Config, dict[str, torch.Tensor], str]:
+    """(config, weights, what to call the file in an error) of any checkpoint ``model_from_checkpoint`` takes."""
     if is_pretrained_source(path):
         try:
-            return load_pretrained(path)
+            cfg, state = read_pretrained(path)
         except HubFilesError as err:
             raise CheckpointError(str(err)) from err
+        return cfg, state, f"{path}: model.safetensors does not fit config.json"
     obj = load_checkpoint(path)
     if obj.get("format") == FORMAT or ("model" in obj and "config" in obj):
         try:
@@ -72,11 +91,7 @@ def model_from_checkpoint(path: str | os.PathLike, overrides: dict[str, Any] | N
         except ConfigError as err:
             raise CheckpointError(f"checkpoint {path} has an invalid config: {err}") from err
         cfg.model.pretrained = ""  # the weights come from the checkpoint
-        try:
-            model = build_model_with_weights(cfg.model, obj["model"])
-        except RuntimeError as err:
-            raise CheckpointError(f"checkpoint {path} does not fit its own config: {err}") from err
-        return model.eval(), cfg
+        return cfg, obj["model"], f"checkpoint {path} does not fit its own config"
     try:
         sd = unwrap_state_dict(obj)
     except RuntimeError as err:
@@ -84,13 +99,15 @@ def model_from_checkpoint(path: str | os.PathLike, overrides: dict[str, Any] | N
     if not is_official_state_dict(sd):
         raise CheckpointError(f"{path} is neither a PDFNet checkpoint of this project nor an official PDFNet "
                               "state dict")
-    model = load_official(sd, copy_tensors=False)
-    return model, official_config(model)
+    try:
+        reference = load_official(sd, copy_tensors=False)  # strict, with the official key names in its errors
+    except OfficialCheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    return official_config(reference), reference.state_dict(), str(path)
 
 
 def official_config(model: PDFNet) -> Config:
     """The config of a model loaded from an official checkpoint: the defaults with its variant and depth head."""
     cfg = Config()
-    cfg.model.variant = model.variant
-    cfg.model.depth_head = model.has_depth_head
+    cfg.model = official_model_config(model.variant, model.has_depth_head)
     return cfg

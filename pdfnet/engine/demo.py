@@ -1,4 +1,4 @@
-"""The web demo: a Gradio page over :class:`~pdfnet.engine.inference.Predictor` (extra ``[demo]``).
+"""The web demo: a Gradio page over :class:`~pdfnet.engine.predictor.Predictor` (extra ``[demo]``).
 
 Upload an image (and, optionally, its depth map: a cached ``pdfnet depth`` map, say); otherwise Depth Anything makes
 the pseudo-depth. PDFNet predicts the mask at the image's own size, and the page shows the mask, the cut-out (RGBA
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import Config
 from ..data.io import list_images, probs_to_u8, read_depth, render_output, write_png
-from .inference import Predictor
+from .predictor import Predictor
 
 DepthFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 TITLE = "PDFNet: dichotomous image segmentation"

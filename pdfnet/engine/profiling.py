@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 
+from ..build import build_loss, build_model
 from ..config import Config
 from ..device import training_amp_dtype
-from ..losses import PDFNetLoss
-from ..models import build_model
 
 MIB = 2**20
 
@@ -215,10 +214,10 @@ def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps:
     ``torch.compile`` when ``cfg.train.compile``); the bytes saved for backward are counted on the first step, and
     ``on_first_gradients(model)`` sees the first step's gradients before the optimizer uses them."""
     torch.manual_seed(seed)
-    model = (model if model is not None else build_model(cfg.model)).to(device).train()
+    model = (model if model is not None else build_model(cfg, device)).to(device).train()
     forward = torch.compile(model, backend=compile_backend) if cfg.train.compile else model
     want_depth = model.has_depth_head and cfg.loss.depth_weight > 0
-    loss_fn = PDFNetLoss.from_config(cfg).to(device)
+    loss_fn = build_loss(cfg, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     amp_dtype = training_amp_dtype(device, cfg.train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -242,3 +241,64 @@ def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps:
         size=int(data["image"].shape[-1]), batch=int(data["image"].shape[0]), amp=cfg.train.amp,
         grad_checkpointing=cfg.model.grad_checkpointing,
         steps=steps, losses=losses)
+
+
+# Ops that launch no kernel on a GPU besides views: allocations and reinterpretations of existing storage.
+NO_KERNEL_OPS = frozenset({"aten._unsafe_view.default", "aten.empty.memory_format", "aten.empty_like.default",
+                           "aten.new_empty.default", "aten.new_empty_strided.default", "aten.empty_strided.default",
+                           "aten.lift_fresh.default"})
+
+
+def count_training_ops(cfg: Config, batch: int, impl: str | None = None,
+                       progress: Callable[[str], None] | None = None) -> dict[str, int]:
+    """{aten op: calls} of one training step's forward, PDFNetLoss and backward at ``cfg.data.size``², batch
+    ``batch``, under ``cfg.train.amp`` autocast: every aten op dispatched except views and allocations (on a GPU,
+    about one kernel launch each; ``prim`` metadata queries are not ops). Shapes only, no arithmetic: tensors are
+    fake (meta storage) on the CPU device type, so that CPU autocast's casts are dispatched and counted as they
+    would be on a GPU. ``impl``: the model
+    implementation (default: what ``model.impl`` picks for the meta device, i.e. the GPU path)."""
+    import collections
+    import copy
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ..build import resolve_impl
+    from ..losses import PDFNetLoss
+    from ..models import PDFNet
+    from ..models.pdfnet import parameters_on_meta
+    from ..registry import IMPLEMENTATIONS
+
+    counts: collections.Counter[str] = collections.Counter()
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func)
+            if name.startswith("aten.") and not func.is_view and name not in NO_KERNEL_OPS:
+                counts[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    cfg = copy.deepcopy(cfg)
+    cfg.model.impl = impl or resolve_impl(cfg.model.impl, "meta")
+    cfg.model.pretrained = ""
+    device = torch.device("cpu")
+    amp_dtype = training_amp_dtype(device, cfg.train.amp)
+    if progress:
+        progress("building the model (no initialisation: parameters on meta, then fake storage)")
+    with parameters_on_meta():
+        model = IMPLEMENTATIONS.get(cfg.model.impl)(PDFNet.from_config(cfg.model)).train()
+    loss_fn = IMPLEMENTATIONS.get(cfg.model.impl)(PDFNetLoss.from_config(cfg))
+    with FakeTensorMode(allow_non_fake_inputs=True):  # real inputs: only to_empty's templates
+        model.to_empty(device=device)
+        loss_fn.to_empty(device=device)
+        data = synthetic_batch(batch, cfg.data.size, device)
+        want_depth = model.has_depth_head and cfg.loss.depth_weight > 0
+        if progress:
+            progress("counting forward + loss + backward")
+        with Counter():
+            with torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = model(data["image"], data["depth"], return_depth=want_depth)
+            seg, dep = out if want_depth else (out, None)
+            total, _ = loss_fn(seg, data["mask"], data["depth_target"], dep)
+            total.backward()
+    return dict(counts.most_common())

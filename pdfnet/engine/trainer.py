@@ -31,21 +31,23 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..build import build_loss, build_model
 from ..config import Config, config_to_yaml
 from ..data.dataset import DISDataset, batch_to_device
 from ..data.datasets import training_samples, validate_samples, validation_samples
 from ..data.io import atomic_write_bytes
 from ..device import configure_cuda_backends, training_amp_dtype
-from ..losses import PDFNetLoss
 from ..metrics.evaluator import LOWER_IS_BETTER
-from ..models import PDFNet, build_model
+from ..models import PDFNet
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, make_checkpoint, model_from_checkpoint
 from .distributed import any_rank, barrier, gather_objects, init_distributed, on_main, share_failure, shutdown
 from .rng import capture_rng, restore_rng, seed_everything, seed_worker
 from .sampler import ResumableSampler
 from .validation import panel_grid, validate
 
-LOSS_PARTS = ("total", "seg", "main", "integrity", "depth")
+# The loss parts a run saved before the loss became a set of named terms (its state.loss_sums was a list in this
+# order); a resumed run maps them by name.
+LEGACY_LOSS_PARTS = ("total", "seg", "main", "integrity", "depth")
 
 
 class TrainingError(RuntimeError):
@@ -60,8 +62,9 @@ class TrainState:
     best: float | None = None
     best_epoch: int = -1
     skipped: int = 0  # micro-batches discarded for a non-finite loss (a whole accumulation group at a time)
-    loss_sums: list[float] = dataclasses.field(default_factory=lambda: [0.0] * len(LOSS_PARTS))
+    loss_sums: dict[str, float] = dataclasses.field(default_factory=dict)  # running sums since the last validation
     loss_count: int = 0
+    partial_parts: list[str] = dataclasses.field(default_factory=list)  # parts whose sums miss part of the period
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
@@ -124,11 +127,12 @@ class Trainer:
         if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = build_model(cfg, self.device)  # model.impl: the reference model, or its CPU forms on a CPU
         if t.init_from:
             _load_initial_weights(self.model, t.init_from, self.log)
         self.want_depth = self.model.has_depth_head and cfg.loss.depth_weight > 0
-        self.loss_fn = PDFNetLoss.from_config(cfg).to(self.device)
+        self.loss_fn = build_loss(cfg, self.device)
+        self.part_names = ("total",) + self.loss_fn.part_names  # what the loss returns, by name
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
                     if t.ema_decay > 0 else None)
         o = cfg.optim
@@ -151,7 +155,7 @@ class Trainer:
         # Running loss sums live on the device (no host sync per micro-batch); state.loss_sums is refreshed from
         # them whenever the state is saved or reported. float64 keeps the sums those of Python floats.
         acc_dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        self.loss_sums = torch.zeros(len(LOSS_PARTS), dtype=acc_dtype, device=self.device)
+        self.loss_sums = torch.zeros(len(self.part_names), dtype=acc_dtype, device=self.device)
         self.loader: DataLoader | None = None
         # Drop-path draws differ per rank (as with independent processes); rank 0 keeps the plain seed.
         seed_everything(t.seed + 1_000_003 * self.ctx.rank)
@@ -206,7 +210,7 @@ class Trainer:
             else:
                 self.ema.load_state_dict(ckpt["ema"])
         self.state = TrainState(**ckpt["state"])
-        self.loss_sums.copy_(torch.tensor(self.state.loss_sums, dtype=self.loss_sums.dtype))
+        self._restore_loss_sums()
         rng = ckpt.get("rng") or []
         if self.state.batch_in_epoch and ckpt.get("world_size") != self.ctx.world_size:
             raise TrainingError(f"{path} was written mid-epoch by {ckpt.get('world_size')} process(es); resume it "
@@ -245,8 +249,21 @@ class Trainer:
         share_failure(self.ctx, error)
         self._weights_checked_at_step = self.state.step
 
+    def _restore_loss_sums(self) -> None:
+        """The running loss sums of a resumed state, by name. A run saved before the loss terms were named stored a
+        list (:data:`LEGACY_LOSS_PARTS`); a part the stored run did not have (a term added since) restarts at zero
+        and is reported as missing (None) until the next validation starts a new period."""
+        stored = self.state.loss_sums
+        if isinstance(stored, (list, tuple)):
+            stored = dict(zip(LEGACY_LOSS_PARTS, stored))
+        self.state.loss_sums = {name: float(stored.get(name, 0.0)) for name in self.part_names}
+        if self.state.loss_count:
+            self.state.partial_parts = sorted(set(self.state.partial_parts) | (set(self.part_names) - set(stored)))
+        self.loss_sums.copy_(torch.tensor([self.state.loss_sums[n] for n in self.part_names],
+                                          dtype=self.loss_sums.dtype))
+
     def _sync_loss_sums(self) -> None:
-        self.state.loss_sums = self.loss_sums.tolist()
+        self.state.loss_sums = dict(zip(self.part_names, self.loss_sums.tolist()))
 
     def save_last(self) -> None:
         """last.pth with the full training state; every rank takes part (RNG states are gathered)."""
@@ -291,7 +308,7 @@ class Trainer:
         names, values = group[i]
         micro = self.state.batch_in_epoch - len(group) + i + 1
         origin = f"samples {names}" if bad else f"on another rank; this rank's samples {names}"
-        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in zip(LOSS_PARTS, values))
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in zip(self.part_names, values))
         message = (f"non-finite loss at epoch {self.state.epoch + 1}, step {self.state.step}, micro-batch {micro} "
                    f"({origin}): {shown}")
         if self.cfg.train.on_nonfinite == "stop":
@@ -367,7 +384,7 @@ class Trainer:
                 means = (window / window_n).tolist()
                 lr = self.scheduler.get_last_lr()[0]
                 self._log_scalars("train", {f"loss_{k}" if k != "total" else "loss": v
-                                            for k, v in zip(LOSS_PARTS, means)})
+                                            for k, v in zip(self.part_names, means)})
                 self._log_scalars("train", {"lr": lr})
                 if self.show_progress:
                     bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{lr:.2e}",
@@ -403,7 +420,8 @@ class Trainer:
         self._sync_loss_sums()
         on_main(self.ctx, lambda: self._record_validation(metrics, panels, time.perf_counter() - started))
         # Every rank starts the next period's loss statistics afresh (rank 0 reports them).
-        self.state.loss_sums, self.state.loss_count = [0.0] * len(LOSS_PARTS), 0
+        self.state.loss_sums, self.state.loss_count = dict.fromkeys(self.part_names, 0.0), 0
+        self.state.partial_parts = []
         self.loss_sums.zero_()
         return metrics
 
@@ -412,8 +430,9 @@ class Trainer:
         t, state = self.cfg.train, self.state
         n = max(1, state.loss_count)
         line: dict[str, Any] = {"epoch": state.epoch, "step": state.step, "lr": self.scheduler.get_last_lr()[0]}
-        line.update({("loss" if k == "total" else f"loss_{k}"): (s / n if state.loss_count else None)
-                     for k, s in zip(LOSS_PARTS, state.loss_sums)})
+        line.update({("loss" if k == "total" else f"loss_{k}"): (s / n if state.loss_count and k not in
+                                                                  state.partial_parts else None)
+                     for k, s in state.loss_sums.items()})
         line.update(metrics)
         line.update({"skipped": state.skipped, "val_seconds": round(seconds, 2)})
         value = metrics[t.best_metric]

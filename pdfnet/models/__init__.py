@@ -1,34 +1,19 @@
-"""PDFNet model components and the factory that builds them from a config."""
+"""PDFNet, the paper in plain PyTorch: one file per component.
+
+    blocks.py         RMSNorm, the conv-norm-SiLU unit, SwiGLU
+    backbone.py       the detection-style Swin encoder (timm_backbone.py: any timm model; pretrained.py: ImageNet
+                      weights)
+    fusion.py         CoA cross-attention, BIS boundary/integrity split, the FSE block (concat_fusion.py: an ablation)
+    decoder.py        the segmentation decoder with side outputs, the auxiliary depth decoder
+    pdfnet.py         PDFNet: half-resolution RGB + depth, 8x8 full-resolution patches, decode
+    official.py       official checkpoints: key mapping, version detection, strict loading
+
+``pdfnet.build.build_model(cfg, device)`` builds the model of a config for a device (``model.impl``: this reference
+model, or the CPU drop-ins of :mod:`pdfnet.lean`, which keep these state-dict keys).
+"""
 
 from __future__ import annotations
 
-import torch
-
-from ..config import ModelConfig
-from .backbone import load_pretrained_backbone
 from .pdfnet import PDFNet, count_parameters
 
-
-def build_model(cfg: ModelConfig) -> PDFNet:
-    """Build PDFNet from ``cfg``; loads ``cfg.pretrained`` Swin weights into the encoder when set."""
-    model = PDFNet(backbone=cfg.backbone, emb_dim=cfg.emb_dim, variant=cfg.variant, depth_head=cfg.depth_head,
-                   drop_path=cfg.drop_path, detach_patches=cfg.detach_patches)
-    model.use_depth, model.use_patches = cfg.use_depth, cfg.use_patches
-    model.set_fusion_dropout(cfg.fusion_dropout)
-    model.set_grad_checkpointing(cfg.grad_checkpointing)
-    if cfg.pretrained:
-        load_pretrained_backbone(model.backbone, cfg.pretrained)
-    return model
-
-
-def build_model_with_weights(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> PDFNet:
-    """Build ``cfg``'s model around ``state`` (strict: every key, every shape), without first allocating random
-    weights; derived buffers are recomputed. Raises RuntimeError (load_state_dict's) when ``state`` does not fit."""
-    with torch.device("meta"):
-        model = build_model(cfg)
-    model.load_state_dict(state, strict=True, assign=True)
-    model.reset_derived_buffers()
-    return model
-
-
-__all__ = ["PDFNet", "build_model", "build_model_with_weights", "count_parameters"]
+__all__ = ["PDFNet", "count_parameters"]

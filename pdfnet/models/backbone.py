@@ -12,26 +12,27 @@ encoder (the Swin *detection* backbone) instead:
 * adds an absolute position embedding (``ape=True``, stored at 56x56) resized bicubically to the token grid;
 * applies a LayerNorm to each stage output ``norm0..norm3``.
 
-It keeps the Swin state-dict key names, so Microsoft's and timm's pretrained Swin checkpoints load into it (see
-:func:`load_pretrained_backbone`, which uses timm for hub ids). Its two small layers (the token MLP and stochastic
-depth) are written here rather than imported from ``timm.layers``: that import pulls in torchvision and
-``torch._dynamo`` — about 200 MB of resident memory and seconds of start-up in every inference process.
+It keeps the Swin state-dict key names, so Microsoft's and timm's pretrained Swin checkpoints load into it
+(pretrained.py). Its two small layers (the token MLP and stochastic depth) are written here rather than imported from
+``timm.layers``: that import pulls in torchvision and ``torch._dynamo`` (~200 MB resident in every inference process).
+
+A backbone (this one, or any timm model: timm_backbone.py) is registered in :data:`pdfnet.registry.BACKBONES` and
+offers ``forward(image) -> 4 maps [B, C_i, H_i, W_i]`` (strides 4, 8, 16, 32), ``channels``, ``feature_sizes(h, w)``,
+``set_grad_checkpointing(bool)`` and ``load_pretrained(source)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import os
-import re
-import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import checkpointed, lean_inference
+from ..ops import checkpointed
+from ..registry import BACKBONES
 
 
 @torch.no_grad()
@@ -103,18 +104,25 @@ SWIN_SPECS: dict[str, SwinSpec] = {
 }
 
 
-def _window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
-    """[B,H,W,C] (H, W multiples of window) -> [B, nW, window*window, C]."""
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """[B,H,W,C] (H, W multiples of window) -> [B, nW, window*window, C], windows in row-major order."""
     b, h, w, c = x.shape
     x = x.view(b, h // window, window, w // window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // window) * (w // window), window * window, c)
 
 
+def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: [B, nW, window*window, C] -> [B,H,W,C]."""
+    b, _, _, c = windows.shape
+    x = windows.view(b, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
 def relative_position_index(window: int) -> torch.Tensor:
     """Swin's pairwise relative-position index for a window, int64 [window**2, window**2], on the default device.
 
-    Computed on the CPU and moved: the same arithmetic on 'meta' (a model built to receive a checkpoint) runs
-    through torch's reference kernels, whose first use imports torch._dynamo (~150 MB resident per process)."""
+    Computed on the CPU and moved: the same arithmetic on 'meta' runs through torch's reference kernels, whose first
+    use imports torch._dynamo (~150 MB resident per process)."""
     arange = torch.arange(window, device="cpu")
     coords = torch.stack(torch.meshgrid(arange, arange, indexing="ij")).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
@@ -134,16 +142,14 @@ def shifted_window_mask(hp: int, wp: int, window: int, shift: int, device: torch
         for ws in cuts:
             labels[:, hs, ws, :] = region
             region += 1
-    windows = _window_partition(labels, window).squeeze(-1)[0]  # [nW, N]
+    windows = window_partition(labels, window).squeeze(-1)[0]  # [nW, N]
     return windows[:, None, :] == windows[:, :, None]
 
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with Swin's relative position bias, via SDPA.
 
-    Split in two so the block can run the linear layers on real tokens only (see :class:`SwinBlock`):
-    :meth:`attend` takes the projected, padded ``qkv`` map and returns the mixed values before the output projection
-    ``proj``. ``region_mask``: optional bool [nW, N, N] (True = may attend), windows in row-major order.
+    windows [B, nW, N, C] -> [B, nW, N, C]; ``region_mask``: optional bool [nW, N, N] (True = may attend).
     """
 
     def __init__(self, dim: int, window: int, num_heads: int) -> None:
@@ -163,68 +169,29 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, -1).permute(2, 0, 1)
 
-    def attend(self, qkv: torch.Tensor, region_mask: torch.Tensor | None,
-               queries: torch.Tensor | None = None) -> torch.Tensor:
-        """qkv: [B, Hp, Wp, 3C] (Hp, Wp multiples of the window) -> attention output [B, Hp, Wp, C] (before proj).
-
-        ``queries`` (only for a map that is one window): int64 [M] positions in the window whose outputs are wanted;
-        the result is then [B, M, C] in that order. Padding tokens still serve as keys and values, but their own
-        queries, whose outputs the block would crop, are not computed (up to 9x fewer in a patch pass's last
-        stages)."""
-        b, hp, wp, c3 = qkv.shape
-        c, ws, heads = c3 // 3, self.window, self.num_heads
-        nh, nw, d = hp // ws, wp // ws, c // heads
-        # One copy from the map to [3, B, windows*heads, N, d]: windows folded into the head dimension, so the
-        # per-window mask broadcasts over the batch and SDPA can use its fused 4-D kernels.
-        qkv = qkv.view(b, nh, ws, nw, ws, 3, heads, d).permute(5, 0, 1, 3, 6, 2, 4, 7)
-        q, k, v = qkv.reshape(3, b, nh * nw * heads, ws * ws, d).unbind(0)
+    def forward(self, windows: torch.Tensor, region_mask: torch.Tensor | None) -> torch.Tensor:
+        b, nw, n, c = windows.shape
+        heads = self.num_heads
+        d = c // heads
+        # Windows are folded into the head dimension ([B, nW*heads, N, d]) so that one [nW*heads, N, N] bias
+        # broadcasts over the batch and SDPA runs its fused 4-D kernels.
+        qkv = self.qkv(windows).view(b, nw, n, 3, heads, d).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.reshape(3, b, nw * heads, n, d).unbind(0)
         bias = self.position_bias().to(q.dtype).unsqueeze(0)  # [1, heads, N, N]
         if region_mask is not None:
             bias = bias.masked_fill(~region_mask.unsqueeze(1), float("-inf"))  # [nW, heads, N, N]
         else:
-            bias = bias.expand(nh * nw, -1, -1, -1)
-        bias = bias.reshape(1, nh * nw * heads, ws * ws, ws * ws)
-        if queries is not None:
-            if nh * nw != 1:
-                raise ValueError("attend(queries=...) needs a map that is a single window")
-            out = F.scaled_dot_product_attention(q.index_select(2, queries), k, v,
-                                                 attn_mask=bias.index_select(2, queries))
-            return out.transpose(1, 2).reshape(b, len(queries), c)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return out.view(b, nh, nw, heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)
-
-
-def _shift_segments(n: int, shift: int, n_padded: int) -> list[tuple[int, int, int]]:
-    """Where rows [0, n) of a map land after zero-padding to ``n_padded`` and rolling by ``-shift``:
-    a list of (src_start, src_stop, dst_start) runs (row r goes to (r - shift) mod n_padded)."""
-    runs, start = [], 0
-    while start < n:
-        dst = (start - shift) % n_padded
-        stop = min(n, start + n_padded - dst)  # until the destination wraps around
-        runs.append((start, stop, dst))
-        start = stop
-    return runs
-
-
-def _window_positions(h: int, w: int, shift: int, window: int, device: torch.device) -> torch.Tensor:
-    """Where each token of an h x w map (row-major) sits in its single padded window after the roll by ``-shift``:
-    int64 [h*w] flat positions in the window."""
-    rows = (torch.arange(h, device=device) - shift) % window
-    cols = (torch.arange(w, device=device) - shift) % window
-    return (rows[:, None] * window + cols[None, :]).flatten()
+            bias = bias.expand(nw, -1, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.reshape(1, nw * heads, n, n))
+        return self.proj(out.view(b, nw, heads, n, d).transpose(2, 3).reshape(b, nw, n, c))
 
 
 class SwinBlock(nn.Module):
     """One (shifted-)window transformer block. x: [B, H*W, C] -> same.
 
-    The official block zero-pads the normed map to a multiple of the window, rolls it by half a window (odd blocks),
-    and projects every token. A zero token's q/k/v is just the qkv bias and the output projection acts per token, so
-    here only real tokens are projected, written straight to their rolled place in a bias-filled buffer, and ``proj``
-    runs after un-rolling and cropping: the same numbers without linear-layer work on padding (up to 9x the real
-    tokens in the last stage of a 1024² patch pass) and without separate pad/roll/crop copies.
+    norm1, zero-pad to a multiple of the window, roll by half a window (odd blocks), attend within windows, undo the
+    roll and the padding, residual; then norm2, MLP, residual.
     """
-
-    MLP_TOKENS_PER_SLICE = 8192  # CPU inference (see forward)
 
     def __init__(self, dim: int, num_heads: int, window: int, shift: int, drop_path: float) -> None:
         super().__init__()
@@ -238,37 +205,15 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int], region_mask: torch.Tensor | None) -> torch.Tensor:
         h, w = hw
         b, _, c = x.shape
-        ws = self.window
-        qkv = self.attn.qkv(self.norm1(x)).view(b, h, w, 3 * c)
+        ws, shift = self.window, self.shift
         hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
-        rows, cols = _shift_segments(h, self.shift, hp), _shift_segments(w, self.shift, wp)
-        if (hp, wp) != (h, w) or self.shift:
-            placed = self.attn.qkv.bias.to(qkv.dtype).expand(b, hp, wp, 3 * c).clone()
-            for r0, r1, rd in rows:
-                for c0, c1, cd in cols:
-                    placed[:, rd:rd + r1 - r0, cd:cd + c1 - c0] = qkv[:, r0:r1, c0:c1]
-            qkv = placed
-        if (hp, wp) == (ws, ws) and (h, w) != (ws, ws):
-            # The whole map is one padded window: attend for the real tokens only, already in their order.
-            y = self.attn.attend(qkv, region_mask if self.shift else None, _window_positions(h, w, self.shift, ws,
-                                                                                       qkv.device))
-        elif (hp, wp) != (h, w) or self.shift:
-            y = self.attn.attend(qkv, region_mask if self.shift else None)
-            out = y.new_empty(b, h, w, c)
-            for r0, r1, rd in rows:
-                for c0, c1, cd in cols:
-                    out[:, r0:r1, c0:c1] = y[:, rd:rd + r1 - r0, cd:cd + c1 - c0]
-            y = out
-        else:
-            y = self.attn.attend(qkv, None)
-        y = self.attn.proj(y.reshape(b, h * w, c))
-        x = x + self.drop_path(y)
-        if lean_inference(x) and not self.training:
-            # The MLP acts per token: run it on slices of tokens, added in place, so that its 4x-wide hidden
-            # activations (256 MB in the first stage of a 1024² patch pass) exist a slice at a time.
-            for tokens in x.view(-1, c).split(self.MLP_TOKENS_PER_SLICE):
-                tokens.add_(self.mlp(self.norm2(tokens)))
-            return x
+        y = F.pad(self.norm1(x).view(b, h, w, c), (0, 0, 0, wp - w, 0, hp - h))
+        if shift:
+            y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
+        y = window_reverse(self.attn(window_partition(y, ws), region_mask if shift else None), ws, hp, wp)
+        if shift:
+            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+        x = x + self.drop_path(y[:, :h, :w].reshape(b, h * w, c))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -360,9 +305,29 @@ class SwinEncoder(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return self.spec.channels
+
+    @staticmethod
+    def feature_sizes(h: int, w: int) -> list[tuple[int, int]]:
+        """Spatial sizes of the 4 stage maps for an h x w input."""
+        h, w = -(-h // 4), -(-w // 4)
+        sizes = []
+        for _ in range(4):
+            sizes.append((h, w))
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return sizes
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         for stage in self.layers:
             stage.grad_checkpointing = enabled
+
+    def load_pretrained(self, source: str) -> list[str]:
+        """ImageNet Swin weights (a file or a hub id, see pretrained.py); returns the keys left at their init."""
+        from .pretrained import load_pretrained_swin
+
+        return load_pretrained_swin(self, source)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
@@ -379,107 +344,5 @@ class SwinEncoder(nn.Module):
         return outs
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-    return obj
-
-
-def swin_state_dict_from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm puts patch merging at the start of stage i+1 (``layers.{i+1}.downsample``); Swin at the end of stage i."""
-    out = {}
-    for key, value in sd.items():
-        parts = key.split(".")
-        if len(parts) > 2 and parts[0] == "layers" and parts[2] == "downsample":
-            parts[1] = str(int(parts[1]) - 1)
-        out[".".join(parts)] = value
-    return out
-
-
-def load_pretrained_backbone(encoder: SwinEncoder, source: str) -> list[str]:
-    """Load ImageNet-pretrained Swin weights into ``encoder``; returns the encoder keys left at their init.
-
-    ``source``: a local file (Microsoft ``swin_base_patch4_window12_384_22k.pth`` as the official README uses, a timm
-    ``.pth``/``.safetensors``), or a timm/Hugging Face hub id (``timm/swin_base_patch4_window12_384.ms_in22k``),
-    which needs network access or a filled local cache. Like the official code, only keys whose name and shape match
-    are loaded (classification heads, final norm and the ape table, absent from the classification checkpoints, stay
-    at their init). Raises FileNotFoundError/RuntimeError with the source named when nothing usable is found.
-    """
-    path = Path(os.path.expanduser(source))
-    if path.exists():
-        sd = _read_state_dict(path)
-    elif source.endswith((".pth", ".pt", ".bin", ".safetensors")) or os.sep in source and not source.startswith(
-            ("timm/", "hf-hub:")):
-        raise FileNotFoundError(f"pretrained backbone file not found: {source!r} (set model.pretrained to an existing "
-                                "file, a hub id such as 'timm/swin_base_patch4_window12_384.ms_in22k', or '' for none)")
-    else:
-        import timm
-
-        name = source.removeprefix("hf-hub:").removeprefix("timm/")
-        try:
-            sd = timm.create_model(name, pretrained=True).state_dict()
-        except Exception as err:  # network or cache errors come in many types; name the source and the way out
-            raise RuntimeError(f"could not load pretrained backbone {source!r} from the hub ({err}). Offline? Download "
-                               "the file once and set model.pretrained to its local path.") from err
-    if any(k.startswith("layers.3.downsample") for k in sd):
-        sd = swin_state_dict_from_timm(sd)
-    own = encoder.state_dict()
-    usable = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    if not usable:
-        raise RuntimeError(f"{source!r} holds no Swin weights matching this encoder "
-                           f"(embed_dim {encoder.spec.embed_dim}, depths {encoder.spec.depths})")
-    left = sorted(set(own) - set(usable))
-    _check_left_at_init(source, left, own, sd)
-    encoder.load_state_dict(usable, strict=False)
-    return left
-
-
-# Encoder tensors that ImageNet classification checkpoints do not have: the detection-style absolute position
-# embedding and the per-stage output norms. They start from their init in the official code too.
-EXPECTED_AT_INIT = ("absolute_pos_embed", "norm*.weight", "norm*.bias")
-
-
-def key_family(key: str) -> str:
-    """``layers.2.blocks.7.attn.qkv.weight`` -> ``layers.*.blocks.*.attn.qkv.weight``."""
-    return ".".join("*" if part.isdigit() else re.sub(r"\d+$", "*", part) for part in key.split("."))
-
-
-def _check_left_at_init(source: str, left: list[str], own: dict[str, torch.Tensor],
-                        loaded: dict[str, torch.Tensor]) -> None:
-    """Fail when a whole family of encoder tensors (e.g. every relative-position table) would stay random; warn,
-    naming them, when only some tensors would."""
-    unexpected = [k for k in left if key_family(k) not in EXPECTED_AT_INIT]
-    if not unexpected:
-        return
-    families: dict[str, list[str]] = {}
-    for key in own:
-        families.setdefault(key_family(key), []).append(key)
-    whole = [f for f in dict.fromkeys(key_family(k) for k in unexpected) if set(families[f]) <= set(unexpected)]
-    if whole:
-        reasons = []
-        for family in whole:
-            example = families[family][0]
-            if example in loaded:
-                reasons.append(f"{family} ({len(families[family])} tensors): shape {list(loaded[example].shape)} "
-                               f"in the file, {list(own[example].shape)} in this encoder")
-            else:
-                reasons.append(f"{family} ({len(families[family])} tensors): not in the file")
-        raise RuntimeError(
-            f"pretrained backbone {source!r} does not fit this Swin (window {own_window(own)}): these tensors would "
-            "all stay at random init:\n  " + "\n  ".join(reasons) + "\nUse weights of the same architecture "
-            "(the paper: swin_base_patch4_window12_384 22k), or set model.pretrained='' to train from scratch.")
-    warnings.warn(f"pretrained backbone {source!r}: {len(unexpected)} encoder tensor(s) not in the file or of another "
-                  f"shape, left at random init: {', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""),
-                  stacklevel=3)
-
-
-def own_window(own: dict[str, torch.Tensor]) -> int:
-    """The attention window of an encoder state dict (from its relative-position table size)."""
-    table = next(v for k, v in own.items() if k.endswith("relative_position_bias_table"))
-    return (int(round(table.shape[0] ** 0.5)) + 1) // 2
+for _name, _spec in SWIN_SPECS.items():
+    BACKBONES.register(_name, functools.partial(SwinEncoder, _spec))

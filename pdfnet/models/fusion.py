@@ -1,40 +1,23 @@
 """PDFNet's fusion: CoA cross-attention, BIS boundary/integrity split, and the FSE block that ties them together.
 
-``variant`` selects the official code version whose arithmetic is reproduced:
+The two official code versions differ here in BIS, the boundary-patch weight and where CoA applies dropout; the
+differences are listed in one table, :mod:`pdfnet.variants`.
 
-* ``"v2025.03"`` (commit 802b477, the released ``PDFNet_Best.pth``): continuous BIS (``2 * |s - avgpool(s)|``,
-  integrity ``relu(s - 5 * boundary)``), boundary patches weighted ``1 + 5 * score``, dropout before the CoA norms;
-* ``"v2026"`` (HEAD f4e218b): BIS thresholded at 0.1 when ``(h // 8)`` is even, continuous otherwise, integrity
-  ``relu(s - boundary)``, boundary patches weighted ``1 + (score > 0)``, dropout after the CoA norms.
+A fusion block is registered in :data:`pdfnet.registry.FUSIONS` (``model.fusion``): built as
+``Block(in_dim, emb_dim, pool, variant, patch_grid, detach_patches)`` and called as
+``block(img, depth, patch, prev_logits) -> (img, depth, patch)`` (see :class:`FSE`).
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as torch_checkpoint
 from torch import nn
 
-from .blocks import ConvNormAct, RMSNorm, SwiGLU, resize_like
-
-VARIANTS = ("v2025.03", "v2026")
-
-
-def attention_with_dropout_in_chunks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float,
-                                     chunk: int = 1024) -> torch.Tensor:
-    """SDPA with attention dropout for training on CPU, ``chunk`` queries at a time, each chunk recomputed in
-    backward. q: [B,H,Nq,d], k/v: [B,H,Nk,d] -> [B,H,Nq,d].
-
-    CPU's fused (flash) SDPA kernel has no dropout, so SDPA falls back to the math path, which keeps the whole
-    [Nq,Nk] probability matrix, its dropout mask and the dropped copy for backward: at the finest FSE level of a
-    1024² input (16384 x 8192 tokens) that is ~5 GB per step. Chunks bound it to [chunk,Nk]; the recomputation
-    replays the dropout masks, so values and gradients are those of one SDPA call with the same masks. CUDA's flash
-    kernel supports dropout and does not need this."""
-    attend = functools.partial(F.scaled_dot_product_attention, dropout_p=dropout)
-    return torch.cat([torch_checkpoint.checkpoint(attend, q[:, :, i:i + chunk], k, v, use_reentrant=False)
-                      for i in range(0, q.shape[2], chunk)], dim=2)
+from ..ops import resize_like
+from ..registry import FUSIONS
+from ..variants import OfficialVersion, official_version
+from .blocks import ConvNormAct, RMSNorm, SwiGLU
 
 
 class CoA(nn.Module):
@@ -68,8 +51,6 @@ class CoA(nn.Module):
         k = F.linear(context, w_k).unsqueeze(1)
         v = F.linear(context, w_v).unsqueeze(1)
         drop = self.attn_dropout if self.training else 0.0
-        if drop > 0 and q.device.type == "cpu" and torch.is_grad_enabled():
-            return self.out_proj(attention_with_dropout_in_chunks(q, k, v, drop).squeeze(1))
         return self.out_proj(F.scaled_dot_product_attention(q, k, v, dropout_p=drop).squeeze(1))
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -80,7 +61,7 @@ class CoA(nn.Module):
         return self.drop2(self.norm2(self.ffn(x))) + x
 
 
-def boundary_integrity_split(pred_logits: torch.Tensor, variant: str) -> tuple[torch.Tensor, torch.Tensor]:
+def boundary_integrity_split(pred_logits: torch.Tensor, version: OfficialVersion) -> tuple[torch.Tensor, torch.Tensor]:
     """BIS: split a coarse prediction into a boundary map and an integrity (confident interior) map.
 
     pred_logits: [B,1,h,w] -> (boundary [B,1,h,w], integrity [B,1,h,w]).
@@ -97,13 +78,10 @@ def boundary_integrity_split(pred_logits: torch.Tensor, variant: str) -> tuple[t
     twice = probs.sigmoid()
     kh, kw = (d + 1 if d % 2 == 0 else d for d in (pred_logits.shape[-2] // 8, pred_logits.shape[-1] // 8))
     local_mean = F.avg_pool2d(twice, kernel_size=(kh, kw), stride=1, padding=(kh // 2, kw // 2))
-    edge = (twice - local_mean).abs()
-    if variant == "v2025.03":
-        boundary = 2 * edge
-        return boundary, F.relu(probs - 5 * boundary)
-    if (pred_logits.shape[-2] // 8) % 2 == 0:
-        edge = (edge > 0.1).to(edge.dtype)
-    return edge, F.relu(probs - edge)
+    boundary = version.boundary_scale * (twice - local_mean).abs()
+    if version.boundary_threshold is not None and (pred_logits.shape[-2] // 8) % 2 == 0:
+        boundary = (boundary > version.boundary_threshold).to(boundary.dtype)
+    return boundary, F.relu(probs - version.integrity_boundary_weight * boundary)
 
 
 def grid_cell_means(x: torch.Tensor, grid: int) -> torch.Tensor:
@@ -130,9 +108,10 @@ def untokens(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
 
 
+@FUSIONS.register("fse")
 class FSE(nn.Module):
-    """Fusion block: gates the three streams by the previous prediction, emphasises boundary patches (BIS) and
-    lets image, depth and patch features attend to each other (CoA).
+    """Fusion block (the paper's FSE): gates the three streams by the previous prediction, emphasises boundary
+    patches (BIS) and lets image, depth and patch features attend to each other (CoA).
 
     img [B,Ci,hi,wi], depth [B,Cd,hd,wd], patch [B,Cp,hp,wp], prev_logits [B,1,h,w] (h, w multiples of the patch grid)
     -> (img [B,E,hi,wi], depth [B,E,hd,wd], patch [B,E,hp,wp]).
@@ -141,14 +120,13 @@ class FSE(nn.Module):
     def __init__(self, in_dim: int, emb_dim: int, pool: int, variant: str, patch_grid: int = 8,
                  detach_patches: bool = True) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown PDFNet variant {variant!r}; expected one of {VARIANTS}")
-        self.variant, self.pool, self.patch_grid, self.detach_patches = variant, pool, patch_grid, detach_patches
+        self.version = official_version(variant)
+        self.pool, self.patch_grid, self.detach_patches = pool, patch_grid, detach_patches
         # Official names I/P/D_channelswich, IP, PI, ID, DI: kept in the official key map (official.py).
         self.img_proj = ConvNormAct(in_dim, emb_dim)
         self.patch_proj = ConvNormAct(in_dim, emb_dim)
         self.depth_proj = ConvNormAct(in_dim, emb_dim)
-        before = variant == "v2025.03"
+        before = self.version.coa_dropout_before_norm
         self.img_from_patch = CoA(emb_dim, dropout_before_norm=before)
         self.patch_from_context = CoA(emb_dim, dropout_before_norm=before)
         self.img_from_depth = CoA(emb_dim, dropout_before_norm=before)
@@ -161,7 +139,7 @@ class FSE(nn.Module):
 
     def forward(self, img: torch.Tensor, depth: torch.Tensor, patch: torch.Tensor,
                 prev_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        boundary, integrity = boundary_integrity_split(prev_logits, self.variant)
+        boundary, integrity = boundary_integrity_split(prev_logits, self.version)
         probs = prev_logits.sigmoid()
         img = img * resize_like(probs, img)
         depth = depth * resize_like(probs, depth)
@@ -180,7 +158,7 @@ class FSE(nn.Module):
 
         # Boundary-patch selection: patches of the grid that contain boundary get a larger weight.
         score = grid_cell_means(boundary, self.patch_grid)
-        weight = 1 + 5 * score if self.variant == "v2025.03" else 1 + (score > 0).to(score.dtype)
+        weight = 1 + (score > 0).to(score.dtype) if self.version.binary_patch_weight else 1 + 5 * score
         if self.detach_patches:
             # The official split/merge run under @torch.no_grad: no gradient reaches the patch stream here.
             patch, weight = patch.detach(), weight.detach()

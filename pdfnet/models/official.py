@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from ..config import ModelConfig
 from .backbone import relative_position_index
-from .pdfnet import PDFNet
+from .pdfnet import PDFNet, parameters_on_meta
 
 # (official regex, ours) applied in order, first match wins. Keys not listed map to themselves.
 _OFFICIAL_TO_OURS: list[tuple[str, str]] = [
@@ -162,8 +163,9 @@ def load_official(src: str | os.PathLike | Mapping, variant: str | None = None,
         raise OfficialCheckpointError("not an official PDFNet state dict (no 'decoder.FSE_mix.*' keys)")
     variant = variant or detect_variant(sd)
     has_depth_head = any(k.startswith("depth_decoder.") for k in sd)
-    with torch.device("meta"):  # no random init: every weight comes from the checkpoint
-        model = PDFNet(backbone=backbone, emb_dim=emb_dim, variant=variant, depth_head=has_depth_head)
+    cfg = official_model_config(variant, has_depth_head, backbone, emb_dim)
+    with parameters_on_meta():  # no random init: every weight comes from the checkpoint
+        model = PDFNet.from_config(cfg)
     ours = convert_state_dict(sd)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(ours))
@@ -181,5 +183,10 @@ def load_official(src: str | os.PathLike | Mapping, variant: str | None = None,
         raise OfficialCheckpointError("\n".join(lines))
     ours = {k: (v if owned else v.clone()).float().contiguous() for k, v in ours.items()}
     model.load_state_dict(ours, strict=True, assign=True)
-    model.reset_derived_buffers()
     return model.eval()
+
+
+def official_model_config(variant: str, depth_head: bool, backbone: str = "swin_base_patch4_window12_384",
+                          emb_dim: int = 128) -> ModelConfig:
+    """The model config of an official checkpoint: the official architecture with its version and depth head."""
+    return ModelConfig(backbone=backbone, emb_dim=emb_dim, variant=variant, depth_head=depth_head)
