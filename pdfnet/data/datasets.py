@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from ..config import DataConfig
@@ -223,3 +224,21 @@ def validation_samples(cfg: DataConfig) -> list[Sample]:
     """Validation samples, with the depth folder of :func:`evaluation_depth_folder`."""
     return discover(cfg.root, cfg.val_split, cfg.layout, cfg.image_dir, cfg.mask_dir,
                     evaluation_depth_folder(cfg, cfg.val_split))
+
+
+def cache_folder(cfg: DataConfig) -> Path | None:
+    """The resized-sample cache folder of ``data.cache_dir`` (``auto``: ``<data.root>/.pdfnet_cache``; '': none),
+    created and checked writable, so that a read-only location is one line before any work, not a crash in a
+    data-loader worker."""
+    if not cfg.cache_dir:
+        return None
+    folder = Path(cfg.root) / ".pdfnet_cache" if cfg.cache_dir == "auto" else Path(cfg.cache_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise DatasetError(f"data.cache_dir: cannot write the sample cache in {folder} ({err.strerror or err}); "
+                           "set data.cache_dir to a writable folder, or '' to train without a cache") from err
+    return folder

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..build import build_loss, build_model
 from ..config import Config, config_to_yaml
 from ..data.dataset import DISDataset, batch_to_device
-from ..data.datasets import training_samples, validate_samples, validation_samples
+from ..data.datasets import cache_folder, training_samples, validate_samples, validation_samples
 from ..data.io import atomic_write_bytes
 from ..device import configure_cuda_backends, training_amp_dtype
 from ..metrics.evaluator import LOWER_IS_BETTER
@@ -172,7 +172,11 @@ class Trainer:
         val_samples = validation_samples(cfg.data) if cfg.data.val_split else []
         # Rank 0 reads every header; a bad file stops every rank with the same message (no rank left waiting).
         on_main(self.ctx, lambda: validate_samples(samples + val_samples))
-        cache = cfg.data.cache_dir or None
+        # Rank 0 checks the cache folder first (a problem stops every rank with its message); the others then make
+        # it on their own machine too (a node-local path on another node).
+        cache = on_main(self.ctx, lambda: cache_folder(cfg.data))
+        if not self.ctx.is_main:
+            cache = cache_folder(cfg.data)
         self.train_set = DISDataset(samples, cfg.data.size, cfg.data.augment, cache, seed=t.seed)
         self.val_samples = val_samples
         self.sampler = ResumableSampler(len(samples), shuffle=True, seed=t.seed, rank=self.ctx.rank,
