@@ -149,12 +149,21 @@ class TrainConfig:
                      "(V100, T4); fp16 uses a loss scaler", choices=("none", "bf16", "fp16"))
     tf32: bool = _knob(True, "CUDA float32 matmuls and convolutions in TensorFloat-32 (Ampere and newer)")
     ema_decay: float = _knob(0.0, "EMA of weights (0 = off, e.g. 0.999)", min=0.0, max=1.0)
-    compile: bool = _knob(False, "torch.compile the model")
+    compile: str = _knob("none", "torch.compile before DDP: none; model (one graph); blocks (each encoder block and "
+                         "each decoder in place: shared code for repeated blocks, DDP overlap)",
+                         choices=("none", "model", "blocks"), legacy={False: "none", True: "model"})
+    compile_backend: str = _knob("inductor", "torch.compile backend (aot_eager/eager: no code generation, for checks)",
+                                 choices=("inductor", "aot_eager", "eager"))
     save_every_steps: int = _knob(0, "also write last.pth every K steps (0 = once per epoch)", min=0)
     val_every_epochs: int = _knob(1, "validate every N epochs", min=1)
     init_from: str = _knob("", "start from these weights (our checkpoint or an official one), e.g. to fine-tune; "
                            "the optimizer starts fresh (use --resume to continue a run)")
     val_hce: bool = _knob(False, "compute HCE at validation (slow on full-size masks)")
+    val_half: bool | None = _knob(None, "validate under bf16 autocast (fp16 on GPUs without bf16); null = as the model "
+                                  "trains (train.amp)")
+    val_batch_size: int = _knob(4, "images per validation forward pass", min=1, max=4096)
+    val_workers: int = _knob(2, "processes computing the validation metrics while the GPU predicts (0 = in this one)",
+                             min=0, max=256)
     val_panels: int = _knob(4, "validation samples shown as image|depth|GT|prediction panels in tensorboard", min=0)
     best_metric: str = _knob("maxF", "validation metric that selects best.pth",
                              choices=("maxF", "meanF", "wF", "Sm", "meanEm", "MAE", "HCE"))
@@ -166,7 +175,6 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     tta: bool = _knob(False, "test-time augmentation: flip x scales {0.75, 1, 1.25}")
-    save_dir: str = _knob("", "where to save predicted maps ('' = do not save)")
     batch_size: int = _knob(1, "inference batch size: images per forward pass (tiles in tiled mode)", min=1, max=4096)
     half: bool = _knob(False, "inference under bf16 autocast (fp16 on GPUs without bf16)")
     tile: bool = _knob(False, "tiled high-resolution inference: a global pass plus full-resolution tiles of data.size")
@@ -295,6 +303,11 @@ def _check_rules(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
         raise ConfigError(f"config key '{path}': got {show(value)}; allowed: a multiple of {step}")
 
 
+# Keys that configs (and checkpoints) written by earlier versions hold and that are read as absent. eval.save_dir: where
+# eval writes comes from its own --save_dir, never from a loaded model's config.
+REMOVED_KEYS = {"eval.save_dir"}
+
+
 def _build(cls: type, data: Any, path: str) -> Any:
     """Instantiate dataclass ``cls`` from a mapping, validating every key."""
     if data is None:
@@ -307,6 +320,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
     for key, value in data.items():
         name = key if isinstance(key, str) else show(key)
         full = f"{path}.{name}" if path else name
+        if full in REMOVED_KEYS:
+            continue
         if key not in fields:
             close = difflib.get_close_matches(name, list(fields), n=1)
             hint = f" (did you mean '{path + '.' if path else ''}{close[0]}'?)" if close else ""

@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
               "".join(f" {r[f'loader_{n}_workers']:10.2f}" for n in args.workers))
     if args.baseline:
         base = results[f"baseline {args.baseline}"]
-        print(f"{'current / baseline':28s} {current['no_cache'] / base['no_cache']:8.1f}x "
-              f"{current['cache_cold'] / base['cache_cold']:10.1f}x {current['cache_warm'] / base['cache_warm']:10.1f}x")
+        ratio = {k: current[k] / base[k] for k in ("no_cache", "cache_cold", "cache_warm")}
+        print(f"{'current / baseline':28s} {ratio['no_cache']:8.1f}x {ratio['cache_cold']:10.1f}x "
+              f"{ratio['cache_warm']:10.1f}x")
     if args.json:
         args.json.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "json"},
                                          "results": results}, indent=1, default=str))

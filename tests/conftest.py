@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +17,13 @@ SHARED = REPO.parent / "shared"
 REFERENCE = SHARED / "reference"
 DIS_SAMPLES = SHARED / "data" / "dis5k-samples"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # pytest-xdist runs one test process per core: one thread each (and for the processes tests start), or the
+    # workers' thread pools fight over the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def load_script(name: str) -> ModuleType:

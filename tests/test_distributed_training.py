@@ -151,3 +151,21 @@ def test_bf16_autocast_trains_on_cpu_and_the_log_says_so(synthetic_root, tmp_pat
     trainer.fit()
     assert "amp=bf16" in (tmp_path / "amp" / "train.log").read_text()
     assert all(torch.isfinite(v).all() for v in load_checkpoint(tmp_path / "amp" / "last.pth")["model"].values())
+
+
+@pytest.mark.slow
+def test_ddp_settings_and_compiled_blocks_give_the_default_gradients_bitwise(tmp_path):
+    """The trainer's DDP (static graph, gradients in 100 MB buckets, no buffer broadcast) gives torch's default DDP
+    gradients bit for bit, and so does it on a model whose blocks are compiled before wrapping, in training and then in
+    validation (no region falls back to eager: the worker makes that an error). Two gloo processes."""
+    results = _launch([sys.executable, str(REPO / "tests" / "ddp_settings_worker.py"), "--report", str(tmp_path)],
+                      timeout=480)  # dynamo traces every compiled variant: ~1 min on 2 busy cores
+    for r in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+    for rank in (0, 1):
+        grads = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        reference = grads["torch_defaults"]
+        assert reference and reference.keys() == grads["trainer"].keys() == grads["trainer_compiled_blocks"].keys()
+        for variant in ("trainer", "trainer_compiled_blocks"):
+            different = [n for n, g in reference.items() if not torch.equal(g, grads[variant][n])]
+            assert not different, (variant, different[:3])

@@ -60,13 +60,23 @@ def _run(module: torch.nn.Module, case, dtype: torch.dtype, train: bool) -> list
     return [("output", o.detach()) for o in outs] + [("gradient", g) for g in grads]
 
 
+@pytest.fixture()
+def two_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("name, case, channels_last_in_training, dtype", CASES,
                          ids=[f"{n}-{c.name}-{'avx512' if lay else 'avx2'}-{DTYPE_NAMES[dt]}"
                               for n, c, lay, dt in CASES])
-def test_replacement_equals_its_reference(name, case, channels_last_in_training, dtype):
+def test_replacement_equals_its_reference(name, case, channels_last_in_training, dtype, two_threads):
     """float32: the lean form equals the reference up to summation order. bf16: the lean form is no further from
     the float32 reference than the reference itself is in bf16 (4x that, plus 0.1 % of the scale: the forms round
-    in another order, and bias gradients of whole-model bf16 runs are sums of many rounded terms)."""
+    in another order, and bias gradients of whole-model bf16 runs are sums of many rounded terms). The summation
+    order follows the thread count (a logit head's bias gradient in bf16 is 0.4-6 % off in either form, by luck of
+    the order), so the bound is checked at the 2 threads it was set for."""
     reference = case.make()
     lean = make_lean(copy.deepcopy(reference), channels_last_in_training)
     assert type(lean) is REPLACEMENTS[type(reference)].lean

@@ -1,4 +1,4 @@
-"""Command-line scripts: official checkpoint conversion (to .pth and to a hub folder), inference benchmark."""
+"""Command-line scripts: official checkpoint conversion (to .pth and to a hub folder), the benchmarks."""
 
 from __future__ import annotations
 
@@ -219,3 +219,48 @@ def test_runtime_pins_match_the_test_oracles_so_both_installs_resolve_alike():
     for name in ("numpy", "opencv-python-headless"):
         caps = {s for s in oracle[name] if s.operator in ("<", "<=")}
         assert caps and caps <= set(ours[name]), (name, str(oracle[name]), str(ours[name]))
+
+
+def test_benchmark_gpu_knows_the_datasheet_peaks_and_the_epoch_hours(tmp_path):
+    bench = load_script("benchmark_gpu")
+    assert bench.datasheet_peak("NVIDIA H100 80GB HBM3")[0] == "H100 SXM"
+    assert bench.datasheet_peak("NVIDIA H100 PCIe")[0] == "H100 PCIe"
+    assert bench.datasheet_peak("NVIDIA H200")[1][0] == 989.4
+    assert bench.datasheet_peak("NVIDIA GeForce RTX 4090")[1][:2] == (165.2, 82.6)
+    assert bench.datasheet_peak("Tesla T4") == (None, None)
+    args = bench.parse_args(["--device", "cpu", "--quick", "--workdir", str(tmp_path)])
+    bench._write_partial(args, "inference", {"rows": [
+        {"impl": "ours eager", "dtype": "tf32", "images_per_s": 2.0},
+        {"impl": "ours eager", "dtype": "bf16", "images_per_s": 4.7}]})
+    hours = bench._hours_per_100_epochs(3.0, args)  # 3000 images at 3/s: 100 epochs = 27.78 h; DIS-VD at 4.7/s
+    assert hours["train"] == 27.78 and hours["validation"] == round(100 * 470 / 4.7 / 3600, 2)
+    assert hours["validation_share"] == round(hours["validation"] / hours["total"], 3)
+    assert bench._cell("line 1\nline | 2\n") == "line 1 / line / 2"
+
+
+@pytest.mark.slow
+def test_benchmark_gpu_quick_runs_every_section_on_cpu(tmp_path):
+    """The GPU benchmark's CPU check (as CI runs it): every section in its own process, the tiny model, a JSON and a
+    markdown report, no failed section or row, FLOPs the same for the reference and the lean forms."""
+    done = _run("scripts/benchmark_gpu.py", "--device", "cpu", "--quick", "--out", str(tmp_path), timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    bench = load_script("benchmark_gpu")
+    report = json.loads((tmp_path / "benchmark_gpu.json").read_text())
+    results = report["results"]
+    assert set(results) == set(bench.SECTIONS) and not bench.row_errors(report)
+    assert results["environment"]["matmul_fp32_tflops"] > 0
+    inference = results["inference"]["rows"]
+    assert {r["impl"] for r in inference} == {"ours eager", "ours compiled"} and all(r["mfu"] > 0 for r in inference)
+    training = results["training"]["rows"]
+    assert {(r["impl"], r["grad_checkpointing"]) for r in training} >= {("ours eager", "none"),
+                                                                         ("ours compiled", "none")}
+    assert all(r["host_issue_s"] > 0 and r["tflop_per_step"] > 0 for r in training)
+    assert results["training"]["hours_per_100_epochs"]["validation"] > 0
+    impl = {(r["impl"], r["grad_checkpointing"]): r for r in results["impl"]["rows"]}
+    assert impl["lean", "none"]["tflop_per_step"] == impl["reference", "none"]["tflop_per_step"]
+    assert results["end_to_end"]["rows"][0]["depth_ms"] > 0
+    assert all(r["images_per_s"] > 0 and r["fed_ratio"] > 0 for r in results["data"]["rows"])
+    assert [r["gpus"] for r in results["ddp"]["rows"]] == [1, 2]
+    assert all(r["scaling_efficiency"] > 0 for r in results["ddp"]["rows"])
+    text = (tmp_path / "benchmark_gpu.md").read_text()
+    assert all(f"## {name}" in text for name in bench.SECTIONS[1:])

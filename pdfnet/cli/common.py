@@ -46,6 +46,18 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help=CHECKPOINT_HELP)
 
 
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    """``--device``, as every command that runs a model takes it (under torchrun: cuda:LOCAL_RANK)."""
+def add_device_argument(parser: argparse.ArgumentParser, inference: bool = False) -> None:
+    """``--device``, as every command that runs a model takes it (under torchrun: cuda:LOCAL_RANK); for the PDFNet
+    inference commands also ``--no_tf32``."""
     parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    if inference:
+        parser.add_argument("--no_tf32", action="store_true",
+                            help="exact float32 matmuls and convolutions on CUDA (TF32 and cuDNN autotuning are on by "
+                                 "default, as for training; turn TF32 off for parity checks)")
+
+
+def configure_inference_backends(args: argparse.Namespace, device) -> None:
+    """cuDNN autotuning (the model runs at one size) and TF32 unless ``--no_tf32``, on CUDA only."""
+    from ..device import configure_cuda_backends
+
+    configure_cuda_backends(device, tf32=not args.no_tf32)

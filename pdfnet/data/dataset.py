@@ -197,7 +197,7 @@ _LEVELS = {"image": 255, "mask": 255, "depth": 65535, "depth_target": 65535}
 
 
 @functools.lru_cache(maxsize=8)
-def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def imagenet_normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """ImageNet mean and std [3,1,1] on ``device``, made once per device (no host copy per batch)."""
     return IMAGENET_MEAN.to(device), IMAGENET_STD.to(device)
 
@@ -211,6 +211,6 @@ def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor
         if key in batch:
             out[key] = batch[key].to(device, non_blocking=True).float().div_(levels)
     if "image" in out:
-        mean, std = _normalisation(torch.device(device))
+        mean, std = imagenet_normalisation(torch.device(device))
         out["image"] = out["image"].sub_(mean).div_(std)
     return out

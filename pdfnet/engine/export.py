@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .inference import IMAGENET_MEAN, IMAGENET_STD
+from ..data.dataset import IMAGENET_MEAN, IMAGENET_STD
 
 OPSET = 18
 
@@ -46,8 +46,7 @@ def example_inputs(batch: int, height: int, width: int, seed: int = 0) -> tuple[
     """Smooth random image [B,3,H,W] (ImageNet-normalised range) and depth [B,1,H,W] in [0,1], deterministic."""
     g = torch.Generator().manual_seed(seed)
     image = F.interpolate(torch.rand(batch, 3, 12, 12, generator=g), size=(height, width), mode="bilinear")
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = IMAGENET_MEAN[None], IMAGENET_STD[None]
     depth = F.interpolate(torch.rand(batch, 1, 6, 6, generator=g), size=(height, width), mode="bilinear")
     return (image - mean) / std, depth
 

@@ -15,12 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
+from ..data.dataset import imagenet_normalisation
 from ..device import autocast, half_dtype, resolve_device  # noqa: F401 - re-exported for callers
 from ..models import PDFNet
 from .checkpoint import model_from_checkpoint
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TTA_SCALES = (0.75, 1.0, 1.25)
 
 
@@ -42,8 +41,7 @@ def to_model_inputs(image_rgb: np.ndarray, depth: np.ndarray, size: int | tuple[
     size = (size, size) if isinstance(size, int) else tuple(size)
     image = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device).permute(2, 0, 1)[None].float() / 255
     image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean, std = imagenet_normalisation(torch.device(device))  # on the device once, not copied per image
     depth_t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)).to(device)[None, None]
     depth_t = F.interpolate(depth_t, size=size, mode="bilinear", align_corners=False)
     return (image - mean) / std, depth_t

@@ -15,6 +15,8 @@ import torch
 from ..build import build_loss, build_model
 from ..config import Config
 from ..device import training_amp_dtype
+from .compile import compile_for_training
+from .optim import make_optimizer
 
 MIB = 2**20
 
@@ -206,7 +208,7 @@ def time_steps(step: Callable[[int], float], device: torch.device, steps: int, w
 
 
 def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps: int = 3, warmup: int = 1,
-                           seed: int = 0, compile_backend: str = "inductor", model: torch.nn.Module | None = None,
+                           seed: int = 0, compile_backend: str | None = None, model: torch.nn.Module | None = None,
                            data: dict[str, torch.Tensor] | None = None,
                            on_first_gradients: Callable[[torch.nn.Module], None] | None = None) -> TrainingStepResult:
     """Build ``cfg.model`` (random init) unless ``model`` is given, then run ``warmup + steps`` real training steps
@@ -215,10 +217,13 @@ def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps:
     ``on_first_gradients(model)`` sees the first step's gradients before the optimizer uses them."""
     torch.manual_seed(seed)
     model = (model if model is not None else build_model(cfg, device)).to(device).train()
-    forward = torch.compile(model, backend=compile_backend) if cfg.train.compile else model
+    backend = compile_backend or cfg.train.compile_backend
+    forward = compile_for_training(model, cfg.train.compile, backend)
     want_depth = model.has_depth_head and cfg.loss.depth_weight > 0
     loss_fn = build_loss(cfg, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    if cfg.train.compile != "none":
+        loss_fn = torch.compile(loss_fn, backend=backend)
+    optimizer = make_optimizer(model, cfg.optim, device)
     amp_dtype = training_amp_dtype(device, cfg.train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if data is None:
@@ -227,7 +232,7 @@ def measure_training_steps(cfg: Config, device: torch.device, batch: int, steps:
 
     def step(i: int) -> float:
         # Saved-tensor hooks and torch.compile do not mix: compiled runs report no saved bytes (0).
-        context = meter.active() if i == 0 and not cfg.train.compile else contextlib.nullcontext()
+        context = meter.active() if i == 0 and cfg.train.compile == "none" else contextlib.nullcontext()
         inspect = (lambda: on_first_gradients(model)) if i == 0 and on_first_gradients else None
         return float(training_step(forward, loss_fn, optimizer, scaler, data, amp_dtype, want_depth, context,
                                    inspect))

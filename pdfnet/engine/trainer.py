@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -40,10 +38,23 @@ from ..device import configure_cuda_backends, training_amp_dtype
 from ..metrics.evaluator import LOWER_IS_BETTER
 from ..models import PDFNet
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, make_checkpoint, model_from_checkpoint
-from .distributed import any_rank, barrier, gather_objects, init_distributed, on_main, share_failure, shutdown
+from .compile import compile_for_training
+from .distributed import (
+    any_rank,
+    barrier,
+    gather_objects,
+    init_distributed,
+    on_main,
+    share_failure,
+    shutdown,
+    wrap_ddp,
+)
+from .ema import EMA
+from .optim import make_optimizer
 from .rng import capture_rng, restore_rng, seed_everything, seed_worker
 from .sampler import ResumableSampler
-from .validation import panel_grid, validate
+from .validation import metric_pool, panel_grid, validate
+from .writer import BackgroundWriter, snapshot
 
 # The loss parts a run saved before the loss became a set of named terms (its state.loss_sums was a list in this
 # order); a resumed run maps them by name.
@@ -133,23 +144,20 @@ class Trainer:
         self.want_depth = self.model.has_depth_head and cfg.loss.depth_weight > 0
         self.loss_fn = build_loss(cfg, self.device)
         self.part_names = ("total",) + self.loss_fn.part_names  # what the loss returns, by name
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
-                    if t.ema_decay > 0 else None)
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                           weight_decay=o.weight_decay)
+        self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
+        self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg, self.steps_per_epoch))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.train_model: torch.nn.Module = self.model
+        # Compile the module (or its blocks) first, then wrap it in DDP (as timm and torchtitan do): DDP's
+        # all-reduce hooks stay outside the compiled graphs. The loss compiles on its own.
+        self.train_model: torch.nn.Module = compile_for_training(self.model, t.compile, t.compile_backend)
+        self.loss_call = (torch.compile(self.loss_fn, backend=t.compile_backend) if t.compile != "none"
+                          else self.loss_fn)
         if self.ctx.enabled:
-            # The model's only buffers are the Swin relative-position indices, derived from the architecture and
-            # identical on every rank: re-broadcasting them before every forward would be pure overhead.
-            self.train_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=self.model.has_depth_head and not self.want_depth)
-        if t.compile:
-            self.train_model = torch.compile(self.train_model)
+            self.train_model = wrap_ddp(self.train_model, self.device)
+        self.saver = BackgroundWriter()  # checkpoint and history writes off the training thread (rank 0)
+        self.metric_pool = None  # validation metrics, computed while the model predicts (made at first use)
         self.state = TrainState()
         self._weights_checked_at_step: int | None = None  # see _check_finite_weights
         # Running loss sums live on the device (no host sync per micro-batch); state.loss_sums is refreshed from
@@ -276,23 +284,27 @@ class Trainer:
         self._sync_loss_sums()
 
         def write() -> None:
-            ckpt = make_checkpoint(
+            # A host copy now (training then changes weights and moments in place), the disk write in the
+            # background (1.2 GB for the paper model), atomic as always.
+            ckpt = snapshot(make_checkpoint(
                 self.model, self.cfg, epoch=self.state.epoch, step=self.state.step,
                 state=dataclasses.asdict(self.state), optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
-                ema=self.ema.state_dict() if self.ema is not None else None, rng=rng, world_size=self.ctx.world_size)
-            atomic_save(ckpt, self.out_dir / "last.pth")
+                ema=self.ema.state_dict() if self.ema is not None else None, rng=rng, world_size=self.ctx.world_size))
+            self.saver.submit(lambda: atomic_save(ckpt, self.out_dir / "last.pth"))
 
         on_main(self.ctx, write)
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         model = self.ema.module if self.ema is not None else self.model
-        atomic_save(make_checkpoint(model, self.cfg, epoch=self.state.epoch, step=self.state.step,
-                                    metrics=metrics, ema=self.ema is not None), self.out_dir / "best.pth")
+        ckpt = snapshot(make_checkpoint(model, self.cfg, epoch=self.state.epoch, step=self.state.step,
+                                        metrics=metrics, ema=self.ema is not None))
+        self.saver.submit(lambda: atomic_save(ckpt, self.out_dir / "best.pth"))
 
     def _write_history(self) -> None:
-        text = "".join(json.dumps(line) + "\n" for line in self.state.history)
-        atomic_write_bytes(self.out_dir / "history.jsonl", text.encode("utf-8"))
+        """history.jsonl, after the checkpoint writes submitted before it (one writer thread, in order)."""
+        text = "".join(json.dumps(line) + "\n" for line in self.state.history).encode("utf-8")
+        self.saver.submit(lambda: atomic_write_bytes(self.out_dir / "history.jsonl", text))
 
     # ------------------------------------------------------------------------------------------------ steps
     def _forward_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -302,7 +314,7 @@ class Trainer:
         with autocast:
             out = self.train_model(inputs["image"], inputs["depth"], return_depth=self.want_depth)
         seg, dep = out if self.want_depth else (out, None)
-        return self.loss_fn(seg, inputs["mask"], inputs["depth_target"], dep)  # float32 whatever the autocast dtype
+        return self.loss_call(seg, inputs["mask"], inputs["depth_target"], dep)  # float32 whatever the autocast dtype
 
     def _discard_group(self, group: list[tuple[list[str], torch.Tensor]]) -> None:
         """An accumulation group with a non-finite loss on some rank: stop with the first bad micro-batch's
@@ -332,7 +344,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema.update(self.model)
 
     def _make_loader(self) -> DataLoader:
         workers = self.cfg.data.num_workers
@@ -354,7 +366,7 @@ class Trainer:
         bar = tqdm(total=self.micro_per_epoch, initial=state.batch_in_epoch, disable=not self.show_progress,
                    desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", dynamic_ncols=True)
         window = torch.zeros_like(self.loss_sums)
-        window_n, started, seen = 0, time.perf_counter(), 0
+        window_n, started, seen, first_step = 0, time.perf_counter(), 0, state.step
         group: list[tuple[list[str], torch.Tensor]] = []  # (sample names, [total, *parts]) per micro-batch
         self.model.train()
         for batch in islice(self.loader, left):
@@ -384,6 +396,8 @@ class Trainer:
             group = []
             self.scheduler.step()
             state.step += 1
+            if state.step == first_step + 1:  # the first step compiles and warms up: not part of the throughput
+                started, seen = time.perf_counter(), 0
             if state.step % t.log_every_steps == 0 and window_n and self.ctx.is_main:
                 means = (window / window_n).tolist()
                 lr = self.scheduler.get_last_lr()[0]
@@ -418,8 +432,12 @@ class Trainer:
         started = time.perf_counter()
         bar = tqdm(total=math.ceil(len(self.val_samples) / self.ctx.world_size), disable=not self.show_progress,
                    desc="validate", unit="img", leave=False, dynamic_ncols=True)
+        if self.metric_pool is None:
+            self.metric_pool = metric_pool(t.val_workers)
+        half = t.val_half if t.val_half is not None else self.amp_dtype is not None  # as the model trains
         metrics, panels = validate(model, self.val_samples, self.cfg.data.size, self.ctx, t.val_hce,
-                                   self.cfg.data.num_workers, t.val_panels, progress=lambda: bar.update(1))
+                                   self.cfg.data.num_workers, t.val_panels, progress=lambda: bar.update(1),
+                                   half=half, batch_size=t.val_batch_size, pool=self.metric_pool)
         bar.close()
         self._sync_loss_sums()
         on_main(self.ctx, lambda: self._record_validation(metrics, panels, time.perf_counter() - started))
@@ -477,12 +495,18 @@ class Trainer:
                 self.save_last()
                 on_main(self.ctx, self._write_history)
                 barrier(self.ctx)
+            on_main(self.ctx, self.saver.wait)  # every file on disk (a failed write stops every rank with its error)
             if self.ctx.is_main and state.best is not None:
                 self.log(f"done: best {t.best_metric} {state.best:.4f} at epoch {state.best_epoch} "
                          f"({self.out_dir / 'best.pth'})")
             return state
         finally:
-            if self.writer is not None:
-                self.writer.close()
-            shutdown(self.ctx)
+            try:
+                self.saver.close()  # an interrupted run still finishes the writes it started
+            finally:
+                if self.metric_pool is not None:
+                    self.metric_pool.shutdown(cancel_futures=True)
+                if self.writer is not None:
+                    self.writer.close()
+                shutdown(self.ctx)
 
