@@ -8,10 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import REPO
 from pdfnet.cli import evaluate
 from pdfnet.data.io import read_gray_u8, write_png
 from pdfnet.metrics import Evaluator
 
+SHARED = REPO.parent / "shared"
 NAMES = ["1#Accessories#3#Eye glasses#01", "21#Tool#7#Rope#02", "plain"]
 
 
@@ -58,7 +60,55 @@ def test_markdown_table_has_the_paper_numbers(folders, capsys):
     assert evaluate.main(["--pred_dir", str(pred_dir), "--gt_dir", str(gt_dir), "--table", "md", "--no_hce",
                           "--hce_cache", ""]) == 0
     out = capsys.readouterr().out
-    assert "| DIS-TE1 | PDFNet (paper) | 0.915 |" in out and "| DIS-TE1 | ours |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| DIS-TE1 | PDFNet (paper) |"))
+    header = next(line for line in out.splitlines() if line.startswith("| dataset |"))
+    paper = dict(zip(header.strip("| ").split(" | "), row.strip("| ").split(" | ")))
+    # The paper's own table (not the project page: TE1 0.915 there), every metric it reports.
+    assert paper["maxF"] == "0.890" and paper["wF"] == "0.846" and paper["meanEm"] == "0.927"
+    assert paper["Sm"] == "0.899" and paper["MAE"] == "0.031" and paper["meanF"] == "-"  # not in the paper
+    assert "| DIS-TE1 | ours |" in out and "0.913" in out and "0.915" in out  # the version note
+
+
+def test_latex_table_and_the_baselines_rows(folders, capsys):
+    pred_dir, gt_dir = folders
+    assert evaluate.main(["--pred_dir", str(pred_dir), "--gt_dir", str(gt_dir), "--table", "latex", "--no_hce",
+                          "--compare", "birefnet", "mvanet"]) == 0
+    out = capsys.readouterr().out
+    assert "\\begin{tabular}" in out and "\\end{tabular}" in out
+    methods = [line.split(" & ")[1] for line in out.splitlines() if line.startswith("DIS-TE1 & ")]
+    assert methods == ["ours", "PDFNet (paper)", "BiRefNet (paper)", "MVANet (paper)"]
+    assert "DIS-TE1 & BiRefNet (paper) & 0.866 & - & - & 0.819 & 0.037 & 0.885 & 0.911" in out
+    with pytest.raises(SystemExit):
+        evaluate.main(["--pred_dir", str(pred_dir), "--gt_dir", str(gt_dir), "--compare", "u2net"])
+
+
+def test_shipped_paper_table_is_the_papers_table():
+    """pdfnet/metrics/paper_results.json holds the paper's DIS-5K table (../shared/reference/paper-table, checked
+    there against the paper's images): every method, split and metric (its E-measure is our meanEm)."""
+    from pdfnet.metrics.report import PAPER_METHODS, format_table, paper_results
+
+    shipped = paper_results()
+    assert PAPER_METHODS == ("pdfnet", "mvanet", "birefnet", "diffdis", "isnet")
+    assert "0.913" in shipped["version_note"] and "0.915" in shipped["version_note"] and shipped["source"]
+    reference = SHARED / "reference" / "paper-table" / "dis5k_table.json"
+    if not reference.is_file():
+        pytest.skip("../shared/reference/paper-table is absent")
+    table = json.loads(reference.read_text())
+    by_name = {m["name"]: m["splits"] for m in shipped["methods"].values()}
+    assert set(by_name) == set(table["methods"])
+    ours = {"maxF": "maxF", "wF": "wF", "Em": "meanEm", "Sm": "Sm", "MAE": "MAE"}
+    for name, splits in table["methods"].items():
+        assert set(by_name[name]) == set(splits)
+        for split, values in splits.items():
+            assert {ours[k]: v for k, v in values.items()} == by_name[name][split], (name, split)
+    # The printed table shows exactly those numbers.
+    fake = {split: dict.fromkeys(("maxF", "wF", "meanEm", "Sm", "MAE"), 0.5) for split in table["methods"]["PDFNet"]}
+    printed = format_table(fake, "md", with_paper=True, compare=PAPER_METHODS[1:])
+    for name, splits in table["methods"].items():
+        for split, values in splits.items():
+            cells = f"| {split} | {name} (paper) | " + " | ".join(
+                f"{values[k]:.3f}" for k in ("maxF", "wF", "MAE", "Sm", "Em")) + " |"
+            assert cells in printed, cells
 
 
 def test_mismatched_names_are_listed(folders, tmp_path, capsys):
@@ -195,3 +245,49 @@ def test_an_empty_hce_cache_disables_the_cache():
     assert evaluate.new_evaluator(args).cache is None
     default = evaluate.new_evaluator(evaluate.parse_args(["--pred_dir", "p", "--gt_dir", "g"]))
     assert default.cache is not None
+
+
+def test_two_checkpoints_of_one_name_save_apart_and_twins_are_refused(tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "DIS5K"
+    _make_split(root, "DIS-TE1", 1)
+    for run in ("run_a", "run_b"):
+        (tmp_path / run).mkdir()
+        shutil.copy(tiny_checkpoint, tmp_path / run / "best.pth")
+    saved = tmp_path / "maps"
+    args = ["--split", "DIS-TE1", "--data_root", str(root), "--device", "cpu", "--no_hce", "--save_dir", str(saved)]
+    assert evaluate.main(["--ckpt", str(tmp_path / "run_a" / "best.pth"), str(tmp_path / "run_b" / "best.pth"),
+                          *args]) == 0
+    assert sorted(p.name for p in saved.iterdir()) == ["run_a_best", "run_b_best"]
+    (tmp_path / "x" / "run_a").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, tmp_path / "x" / "run_a" / "best.pth")
+    capsys.readouterr()
+    assert evaluate.main(["--ckpt", str(tmp_path / "run_a" / "best.pth"), str(tmp_path / "x" / "run_a" / "best.pth"),
+                          *args]) == 2
+    assert "several checkpoints are labelled run_a/best" in capsys.readouterr().err
+
+
+def test_a_checkpoint_cannot_choose_where_eval_writes(tiny_checkpoint, tmp_path):
+    """A loaded model's config saying eval.save_dir (an older version's knob, or a hostile file) writes nothing."""
+    import torch
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["config"]["eval"]["save_dir"] = str(tmp_path / "elsewhere")
+    torch.save(ckpt, tmp_path / "steering.pth")
+    root = tmp_path / "DIS5K"
+    _make_split(root, "DIS-TE1", 1)
+    assert evaluate.main(["--ckpt", str(tmp_path / "steering.pth"), "--split", "DIS-TE1", "--data_root", str(root),
+                          "--device", "cpu", "--no_hce"]) == 0
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_missing_split_is_reported_before_any_split_is_predicted(tiny_checkpoint, tmp_path, capsys):
+    root = tmp_path / "DIS5K"
+    for split in ("DIS-TE1", "DIS-TE2", "DIS-TE3"):  # DIS-TE4 is missing
+        _make_split(root, split, 1)
+    saved = tmp_path / "maps"
+    assert evaluate.main(["--ckpt", str(tiny_checkpoint), "--split", "DIS-TE", "--data_root", str(root),
+                          "--device", "cpu", "--no_hce", "--save_dir", str(saved)]) == 2
+    assert "DIS-TE4" in capsys.readouterr().err
+    assert not saved.exists()  # nothing was predicted

@@ -22,14 +22,24 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..data.datasets import DEPTH_HINT, DatasetError, discover, evaluation_depth_folder, validate_samples
+from ..data.datasets import DEPTH_HINT, DatasetError, check_root, discover, evaluation_depth_folder, validate_samples
 from ..data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png
 from ..metrics import Evaluator
-from ..metrics.report import format_table
-from .common import CHECKPOINT_HELP, add_device_argument, checkpoint_problem, make_parser, print_failures
+from ..metrics.report import PAPER_METHODS, TABLE_FORMATS, format_table
+from .common import (
+    CHECKPOINT_HELP,
+    add_device_argument,
+    checkpoint_problem,
+    configure_inference_backends,
+    make_parser,
+    print_failures,
+)
 
 TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
+
+OFFLINE_DEPTH = ("or compute the maps where the model is (`pdfnet depth`), copy them into each split's folder "
+                 "and pass --depth_dir NAME")
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = make_parser(__doc__, prog)
@@ -54,10 +64,12 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    help="tiled high-resolution inference (global pass + full-resolution tiles) for large images")
     p.add_argument("--batch_size", type=int, default=None, help="images per forward pass (default: config's)")
     p.add_argument("--save_dir", type=Path, default=None, help="also save the predicted maps here (per split)")
-    add_device_argument(p)
+    add_device_argument(p, inference=True)
     p.add_argument("--json", type=Path, default=None, help="write metrics, image count and per-image values")
-    p.add_argument("--table", choices=("plain", "md"), default="plain",
-                   help="md: markdown with the paper's reported PDFNet numbers beside ours")
+    p.add_argument("--table", choices=TABLE_FORMATS, default="plain",
+                   help="md (markdown) or latex: with the paper's PDFNet numbers (every metric it reports) beside ours")
+    p.add_argument("--compare", nargs="+", default=[], choices=PAPER_METHODS, metavar="METHOD",
+                   help=f"also the paper's rows of these methods ({', '.join(PAPER_METHODS)})")
     p.add_argument("--no_hce", action="store_true", help="skip HCE (the slowest metric)")
     # A str, not a Path: Path("") is the current folder (and truthy), so '' would have cached into it.
     p.add_argument("--hce_cache", default=str(Path.home() / ".cache" / "pdfnet" / "hce_skeletons"),
@@ -135,7 +147,8 @@ def expand_checkpoints(sources: list[str]) -> list[str]:
     return out
 
 
-def evaluate_checkpoint(args: argparse.Namespace, ckpt: str, ctx, device) -> tuple[dict, list[str]]:
+def evaluate_checkpoint(args: argparse.Namespace, ckpt: str, ctx, device, several: bool = False
+                        ) -> tuple[dict, list[str]]:
     """Metrics of one checkpoint on ``args.split``. Under torchrun each rank predicts its share of every split and
     rank 0 combines the per-image statistics in the one-process order, so the numbers equal a single process's."""
     from ..data.io import read_depth, read_rgb_u8
@@ -147,27 +160,28 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: str, ctx, device) -> tup
     # Command-line values override the checkpoint config's data/eval settings.
     predictor = Predictor.from_config(model, cfg, size=args.size, tta=args.tta, half=args.half, tile=args.tile,
                                       batch_size=args.batch_size)
-    if predictor.batch_size < 1:
-        raise ValueError(f"--batch_size must be at least 1, got {predictor.batch_size}")
-    save_dir = args.save_dir or (Path(cfg.eval.save_dir) if cfg.eval.save_dir else None)
-    if save_dir and len(args.ckpt) > 1:
-        save_dir = save_dir / Path(ckpt).stem
-    root = args.data_root or Path(cfg.data.root)
+    save_dir = args.save_dir  # never the loaded config's eval.save_dir: a checkpoint does not choose where we write
+    if save_dir and several:
+        save_dir = save_dir / _method_label(ckpt).replace("/", "_")  # run_a/best.pth -> run_a_best: no collisions
+    hint = "pass --data_root DIR" + ("" if args.data_root else f"; the checkpoint's config says {cfg.data.root}")
+    root = check_root(args.data_root or cfg.data.root, hint)
     splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
     estimator = None
     if args.depth_model:
         from ..depth import DepthEstimator
 
-        estimator = DepthEstimator(args.depth_model, device=model_device(model))
+        estimator = DepthEstimator(args.depth_model, device=model_device(model), alternative=OFFLINE_DEPTH)
     results, failures, merged = {}, [], {}
     cfg.data.root = str(root)
-    for split in splits:
+    plan = {}
+    for split in splits:  # every split found and checked before any inference: a missing one costs no work
         depth_dir = args.depth_dir or evaluation_depth_folder(cfg.data, split)
         cached = (Path(root) / split / depth_dir).is_dir()
-        samples = discover(root, split, cfg.data.layout, image_dir=cfg.data.image_dir, mask_dir=cfg.data.mask_dir,
-                           depth_dir=depth_dir, need_depth=cached or estimator is None,
-                           depth_hint=f"{DEPTH_HINT}, or compute depth on the fly with --depth_model large")
-        validate_samples(samples)  # every unreadable file or size mismatch, before any inference
+        plan[split] = discover(root, split, cfg.data.layout, image_dir=cfg.data.image_dir,
+                               mask_dir=cfg.data.mask_dir, depth_dir=depth_dir, need_depth=cached or estimator is None,
+                               depth_hint=f"{DEPTH_HINT}, or compute depth on the fly with --depth_model large")
+        validate_samples(plan[split])  # every unreadable file or size mismatch
+    for split, samples in plan.items():
         mine = shard(samples, ctx)
         evaluator = new_evaluator(args)
         bar = tqdm(total=len(mine), desc=split, unit="img", disable=not ctx.is_main)
@@ -220,10 +234,17 @@ def evaluate_checkpoints(args: argparse.Namespace) -> tuple[dict, list[str]]:
     from ..engine.distributed import init_distributed, shutdown
 
     ctx, device = init_distributed(args.device)
+    configure_inference_backends(args, device)
     try:
         out: dict[str, dict] = {}
-        for ckpt in expand_checkpoints(args.ckpt):
-            results, failures = evaluate_checkpoint(args, ckpt, ctx, device)
+        ckpts = expand_checkpoints(args.ckpt)
+        labels = [_method_label(c) for c in ckpts]
+        clashes = sorted({label for label in labels if labels.count(label) > 1})
+        if clashes:  # their rows (and --save_dir folders) would be indistinguishable: the second would overwrite
+            raise ValueError(f"--ckpt: several checkpoints are labelled {', '.join(clashes)} (parent folder/file "
+                             "name); rename or copy one")
+        for ckpt in ckpts:
+            results, failures = evaluate_checkpoint(args, ckpt, ctx, device, several=len(ckpts) > 1)
             if failures:  # every rank has the gathered list and stops here; rank 0 reports it
                 return {}, (failures if ctx.is_main else [])
             out[ckpt] = results
@@ -252,7 +273,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     table = {((split, _method_label(ckpt)) if several else split): r["metrics"]
              for ckpt, results in by_ckpt.items() for split, r in results.items()}
     print()
-    print(format_table(table, markdown=args.table == "md", with_paper=args.table == "md"))
+    print(format_table(table, args.table, with_paper=args.table != "plain", compare=tuple(args.compare)))
     if args.json:
         payloads = {ckpt: (results[next(iter(results))] if len(results) == 1 else {"splits": results})
                     for ckpt, results in by_ckpt.items()}

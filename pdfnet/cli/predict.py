@@ -7,9 +7,10 @@
 
 Depth comes from --depth_dir (cached maps named like the images, 8- or 16-bit, e.g. from prepare_depth.py) or is
 computed with Depth Anything V2 (--depth_model: folder, hub id, or small/base/large). Outputs keep the input's file
-stem: ``mask`` an 8-bit PNG, ``rgba`` the image cut out with the mask as alpha, ``overlay`` the mask tinted over the
-image. Each file is written atomically; a file that fails is reported by name, the others continue, and the exit
-status is 1 at the end.
+stem: ``mask`` an 8-bit PNG, ``rgba`` the image cut out with the mask as alpha (the foreground's colours estimated
+in the soft edge, ``--foreground``; ``--background`` composites onto a colour or an image), ``overlay`` the mask
+tinted over the image. Each file is written atomically; a file that fails is reported by name, the others continue,
+and the exit status is 1 at the end.
 
 --batch_size N runs N images per forward pass (N tiles with --tile) while worker processes read the next images;
 --half runs under bf16 autocast; --tile adds full-resolution tiles to the global pass for images larger than --size.
@@ -26,16 +27,24 @@ from tqdm import tqdm
 
 from ..data.io import (
     IMAGE_EXTENSIONS,
-    OUTPUT_FORMATS,
     ImageReadError,
     list_images,
     probs_to_u8,
     read_depth,
     read_rgb_u8,
-    render_output,
     write_png,
 )
-from .common import add_checkpoint_argument, add_device_argument, checkpoint_problem, make_parser, print_failures
+from ..engine.cutout import FOREGROUND_METHODS, OUTPUT_FORMATS, read_background, render
+from .common import (
+    add_checkpoint_argument,
+    add_device_argument,
+    checkpoint_problem,
+    configure_inference_backends,
+    make_parser,
+    print_failures,
+)
+
+OFFLINE_DEPTH = "or pass your own depth maps with --depth_dir (one per image, named like it; 8- or 16-bit, 1 = near)"
 
 
 class Photos:
@@ -85,9 +94,26 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                    help="minimum tile overlap in pixels (default: a quarter of --size, 256 at 1024)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="mask",
                    help="mask: 8-bit PNG; rgba: the image cut out (mask as alpha); overlay: mask tinted over the image")
-    add_device_argument(p)
+    add_device_argument(p, inference=True)
+    p.add_argument("--foreground", choices=FOREGROUND_METHODS, default="fast",
+                   help="rgba: the colours in the soft edge; fast = estimated (no halo of the old background), none = "
+                        "the photo's own")
+    p.add_argument("--background", default=None, metavar="COLOR|IMAGE",
+                   help="rgba: composite onto a colour (white, #RRGGBB, R,G,B) or an image (resized to each photo) "
+                        "and write RGB")
     p.add_argument("--workers", type=int, default=2, help="processes reading images ahead of the model")
     args = p.parse_args(argv)
+    background = None
+    if args.background is not None:
+        if args.format != "rgba":
+            print("error: --background composites the cut-out: use it with --format rgba", file=sys.stderr)
+            return 2
+        try:
+            background = read_background(args.background)
+        except (ValueError, ImageReadError, FileNotFoundError) as err:
+            print(f"error: --background {args.background!r}: not a colour and not a readable image ({err})",
+                  file=sys.stderr)
+            return 2
     if problem := checkpoint_problem(args.ckpt):
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -125,6 +151,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     try:
         model, cfg = load_model(args.ckpt, args.device)
+        configure_inference_backends(args, model_device(model))
         predictor = Predictor.from_config(model, cfg, size=args.size, tta=args.tta, half=args.half,
                                           batch_size=args.batch_size, tile=args.tile, tile_overlap=args.tile_overlap)
         if predictor.tile and not 0 <= predictor.overlap < predictor.size:
@@ -133,8 +160,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if args.depth_model:
             from ..depth import DepthEstimator
 
-            estimator = DepthEstimator(args.depth_model, device=model_device(model))
-    except (RuntimeError, FileNotFoundError) as err:
+            estimator = DepthEstimator(args.depth_model, device=model_device(model), alternative=OFFLINE_DEPTH)
+    except (RuntimeError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -151,7 +178,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             if estimator is not None:
                 depths = estimator(list(images))
             for name, image, probs in zip(names, images, predictor(list(images), list(depths))):
-                out = render_output(image, probs_to_u8(probs), args.format)
+                out = render(image, probs_to_u8(probs), args.format, args.foreground, background)
                 writes.append((name, writer.submit(write_png, args.output / f"{name}.png", out)))
             bar.update(len(batch))
             batch.clear()

@@ -54,23 +54,6 @@ def probs_to_u8(probs: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(probs, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
-OUTPUT_FORMATS = ("mask", "rgba", "overlay")
-
-
-def render_output(image_rgb: np.ndarray, mask_u8: np.ndarray, fmt: str) -> np.ndarray:
-    """What predict writes for a format: ``mask`` [H,W] uint8, ``rgba`` [H,W,4] (the image cut out, mask as alpha)
-    or ``overlay`` [H,W,3] (the mask tinted red over the image)."""
-    if fmt == "mask":
-        return mask_u8
-    if fmt == "rgba":
-        return np.dstack([image_rgb, mask_u8])
-    if fmt != "overlay":
-        raise ValueError(f"unknown output format {fmt!r}; expected one of {OUTPUT_FORMATS}")
-    alpha = (mask_u8.astype(np.float32) / 255.0)[..., None]
-    tint = np.array([255, 40, 40], np.float32)
-    return (image_rgb * (1 - 0.6 * alpha) + tint * 0.6 * alpha).clip(0, 255).astype(np.uint8)
-
-
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it, which is not thread-safe
 

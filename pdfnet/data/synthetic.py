@@ -169,3 +169,24 @@ def ensure_synthetic_dataset(root: str | Path, n_train: int, n_val: int, size: i
             continue
         shutil.rmtree(root / split, ignore_errors=True)
         write_split(root, split, count, size, seed=seed, first_index=first)
+
+
+def hair_composite(size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A soft-edged photo with known parts, for judging cut-outs: (image, alpha, foreground, background), float32
+    in [0,1]. A solid warm region on the left with 40 hair-like strands leaving it and thinning out, over a cool
+    background, composited as a camera would: image = alpha·foreground + (1 − alpha)·background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    fg = np.stack([0.9 + 0 * xx, 0.55 + 0.25 * yy, 0.2 + 0.1 * xx], -1).astype(np.float32)
+    bg = np.stack([0.1 + 0.2 * xx, 0.3 + 0 * yy, 0.9 - 0.3 * yy], -1).astype(np.float32)
+    alpha = np.zeros((size, size), np.float32)
+    edge = int(size * 0.4)
+    alpha[:, :edge] = 1
+    cols = np.arange(size)
+    fade = np.clip(1 - (cols - edge) / (0.45 * size), 0, 1) * (cols >= edge)
+    for k in range(40):
+        x0, slope = edge + rng.uniform(-10, 10) + 2 * k * size / 256, rng.uniform(-0.3, 0.3)
+        x = x0 + slope * np.arange(size)[:, None] + rng.normal(0, 0.3, (size, 1))
+        alpha = np.maximum(alpha, 0.9 * np.exp(-((cols[None] - x) ** 2) / 2) * fade[None])
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    return image.astype(np.float32), alpha.astype(np.float32), fg, bg

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..data.io import list_images, probs_to_u8, read_depth, render_output, write_png
+from ..data.io import list_images, probs_to_u8, read_depth, write_png
+from .cutout import cut_out
 from .predictor import Predictor
 
 DepthFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
@@ -54,10 +55,10 @@ class Segmenter:
     [H,W], cut-out PNG path).
 
     ``depth_fn`` maps RGB images to depth maps in [0,1] (a :class:`~pdfnet.depth.DepthEstimator`); it runs only when
-    no depth map is given.
+    no depth map is given. Without one (``None``, ``--depth_model none``) every image needs its depth map.
     """
 
-    def __init__(self, model, cfg: Config, depth_fn: DepthFn, half: bool | None = None) -> None:
+    def __init__(self, model, cfg: Config, depth_fn: DepthFn | None, half: bool | None = None) -> None:
         self.model, self.cfg, self.depth_fn, self.half = model, cfg, depth_fn, half
         self.out_dir = Path(tempfile.mkdtemp(prefix="pdfnet-demo-"))
         self.count = 0
@@ -68,13 +69,16 @@ class Segmenter:
             raise ValueError("upload an image first")
         image = np.ascontiguousarray(image[..., :3] if image.ndim == 3 else np.dstack([image] * 3), dtype=np.uint8)
         if depth is None:
+            if self.depth_fn is None:
+                raise ValueError("this demo runs without a depth model (--depth_model none): upload the image's depth "
+                                 "map too")
             depth = self.depth_fn([image])[0]
         else:
             depth = given_depth(depth, image.shape[:2])
         predictor = Predictor.from_config(self.model, self.cfg, tta=bool(tta), tile=bool(tile), half=self.half,
                                           batch_size=1)
         mask = probs_to_u8(predictor([image], [depth])[0])
-        cutout = render_output(image, mask, "rgba")
+        cutout = cut_out(image, mask)  # foreground colours estimated in the soft edge, as `pdfnet predict`
         self.count += 1
         path = self.out_dir / f"cutout_{self.count:05d}.png"
         write_png(path, cutout)
