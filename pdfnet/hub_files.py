@@ -35,7 +35,8 @@ def looks_like_hub_id(source: str) -> bool:
 
 
 def local_model_folder(source: str | os.PathLike, *, required: tuple[str, ...], what: str, flag: str,
-                       allow_patterns: list[str] | None = None, revision: str | None = None) -> Path:
+                       allow_patterns: list[str] | None = None, revision: str | None = None,
+                       folder_flag: str | None = None, alternative: str = "") -> Path:
     """The local folder holding ``required`` files for ``source`` (a folder, or a hub id fetched into the cache).
 
     Args:
@@ -44,6 +45,9 @@ def local_model_folder(source: str | os.PathLike, *, required: tuple[str, ...], 
         what: what the model is, for messages ("PDFNet weights", "the Depth Anything model").
         flag: the option that chose ``source``, for messages ("--ckpt", "--depth_model").
         allow_patterns: files to fetch from the hub (default: ``required``).
+        folder_flag: the option that takes a downloaded folder, when not ``flag`` (``pdfnet depth --model_size``
+            chooses a hub id, ``--model`` takes the folder).
+        alternative: another way round a failed download, added to its message ("or give ... with --depth_dir").
     """
     text = os.path.expanduser(str(source))
     folder = Path(text)
@@ -61,7 +65,8 @@ def local_model_folder(source: str | os.PathLike, *, required: tuple[str, ...], 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    download = f"`hf download {text} --local-dir DIR` on a machine with network, then pass {flag} DIR"
+    download = (f"`hf download {text} --local-dir DIR` on a machine with network, then pass {folder_flag or flag} DIR"
+                + (f"; {alternative}" if alternative else ""))
     try:
         path = Path(snapshot_download(text, revision=revision, allow_patterns=allow_patterns or list(required),
                                       local_files_only=hub_offline()))
@@ -76,6 +81,26 @@ def local_model_folder(source: str | os.PathLike, *, required: tuple[str, ...], 
     if missing:
         raise HubFilesError(f"{what} {text!r} ({flag}) has no {', '.join(missing)} on the hub or in the cache")
     return path
+
+
+SWIN_B_22K_FILE = ("https://github.com/SwinTransformer/storage/releases/download/v1.0.0/"
+                   "swin_base_patch4_window12_384_22k.pth")  # what the official README downloads
+SWIN_B_22K_HUB = "timm/swin_base_patch4_window12_384.ms_in22k"  # the same ImageNet-22k weights through timm
+
+
+def pretrained_backbone_problem(source: str) -> str | None:
+    """Why ``model.pretrained`` cannot be used before anything starts, or None: a file name that does not exist
+    (a hub id is checked when it is loaded: it needs the network or the cache)."""
+    if not source:
+        return None
+    path = Path(os.path.expanduser(source))
+    if path.exists() or source.startswith(("timm/", "hf-hub:")):
+        return None
+    if path.suffix in (".pth", ".pt", ".bin", ".safetensors") or os.sep in source:
+        return (f"pretrained backbone file not found: model.pretrained={source!r}. The recipe's ImageNet-22k Swin-B: "
+                f"download {SWIN_B_22K_FILE} to that path, or set model.pretrained={SWIN_B_22K_HUB} (timm, the same "
+                "weights; needs the network once), or model.pretrained='' for a random init")
+    return None
 
 
 def hub_config(cfg: Config) -> dict[str, Any]:

@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     write_png(args.out / "panel.png", panel_grid(panels))
     print(f"wrote {args.out / 'panel.png'}")
     print(f"\ndone in {time.perf_counter() - started:.0f} s. Next: tensorboard --logdir {run_dir / 'tb'}; "
-          f"pdfnet eval --ckpt {run_dir / 'best.pth'} --split DIS-VD; "
-          f"pdfnet predict --ckpt {run_dir / 'best.pth'} --input {data_root / 'DIS-VD' / 'im'} "
-          f"--output {args.out / 'predictions'} --depth_dir {data_root / 'DIS-VD' / 'depth'}")
+          f"pdfnet eval --ckpt {run_dir.resolve() / 'best.pth'} --split DIS-VD --data_root {data_root.resolve()}; "
+          f"pdfnet predict --ckpt {run_dir.resolve() / 'best.pth'} --input {data_root.resolve() / 'DIS-VD' / 'im'} "
+          f"--output {args.out.resolve() / 'predictions'} --depth_dir {data_root.resolve() / 'DIS-VD' / 'depth'}")
     return 0
 
 

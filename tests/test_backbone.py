@@ -66,7 +66,7 @@ def test_build_model_reads_config_pretrained(tmp_path):
 
 def test_missing_or_unusable_weights_are_clear_errors(tmp_path, monkeypatch):
     enc = _random_encoder(0)
-    with pytest.raises(FileNotFoundError, match="pretrained backbone file not found: 'nowhere/swin.pth'"):
+    with pytest.raises(FileNotFoundError, match="backbone file not found: model.pretrained='nowhere/swin.pth'"):
         load_pretrained_backbone(enc, "nowhere/swin.pth")
     other = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(3)}, other)

@@ -129,7 +129,21 @@ def test_depth_offline_names_the_flag_and_the_download(tmp_path, monkeypatch, ca
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "depth-anything/Depth-Anything-V2-Small-hf" in err and "(--model_size)" in err
-    assert "hf download depth-anything/Depth-Anything-V2-Small-hf --local-dir DIR" in err
+    # The folder goes to --model (argparse would refuse a folder for --model_size).
+    assert "hf download depth-anything/Depth-Anything-V2-Small-hf --local-dir DIR` on a machine with network, then " \
+           "pass --model DIR" in err
+
+
+def test_predict_offline_names_the_depth_maps_route(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    write_png(tmp_path / "a.png", np.zeros((32, 32, 3), np.uint8))
+    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--input", str(tmp_path / "a.png"), "--output",
+                 str(tmp_path / "out"), "--depth_model", "small", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --depth_model DIR; or pass your own depth maps with --depth_dir" in err
 
 
 def test_eval_without_depth_names_both_ways_to_get_it(synthetic_root, tiny_checkpoint, tmp_path, capsys):
@@ -173,3 +187,30 @@ def test_slurm_script_starts_one_torchrun_per_node_with_a_c10d_rendezvous(tmp_pa
     assert "--nnodes 2 --nproc_per_node 4" in text and "--rdzv_id 4242 --rdzv_backend c10d" in text
     assert "--rdzv_endpoint gpu-node-07:29500" in text and "--max_restarts 3" in text
     assert text.endswith("train.py --resume auto --no_progress --config configs/dis5k.yaml")
+
+
+def test_every_flag_a_hint_names_exists(tmp_path, tiny_checkpoint, capsys):
+    """The hints the commands print name flags the command has: eval's missing data root says --data_root (it has no
+    --opt), and every `--flag` in a printed hint is one of that command's options."""
+    import re
+
+    from pdfnet.cli import COMMANDS
+
+    def options(name: str) -> set[str]:
+        text = subprocess.run([sys.executable, "-m", "pdfnet", name, "--help"], cwd=REPO, capture_output=True,
+                              text=True, env=dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")).stdout
+        return set(re.findall(r"--[a-z_]+", text))
+
+    assert main(["eval", "--ckpt", str(tiny_checkpoint), "--split", "DIS-VD", "--data_root", str(tmp_path / "no"),
+                 "--device", "cpu", "--no_hce"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --data_root DIR" in err and "--opt" not in err
+    for name, argv in (("eval", ["eval", "--ckpt", str(tiny_checkpoint), "--split", "DIS-VD", "--device", "cpu",
+                                 "--data_root", str(tmp_path / "no")]),
+                       ("depth", ["depth", "--data_root", str(tmp_path / "no"), "--device", "cpu"]),
+                       ("predict", ["predict", "--ckpt", str(tiny_checkpoint), "--input", str(tmp_path / "no.png"),
+                                    "--output", str(tmp_path / "o"), "--device", "cpu", "--depth_dir", "."])):
+        assert name in COMMANDS
+        main(argv)
+        named = set(re.findall(r"(?<![\w-])--[a-z_]+", capsys.readouterr().err))
+        assert named <= options(name), (name, named - options(name))

@@ -114,3 +114,26 @@ def test_the_page_in_headless_chromium(running_demo, tmp_path):
     srcs = browser.drive_in_browser(url, photo, screenshot=tmp_path / "page.png", timeout=120)
     assert set(srcs) == {"mask", "cutout", "depth"}
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_without_a_depth_model_the_demo_starts_and_asks_for_depth_maps(tiny_checkpoint, tmp_path):
+    from pdfnet.cli.demo import build, parse_args
+
+    demo, segmenter = build(parse_args(["--ckpt", str(tiny_checkpoint), "--depth_model", "none", "--device", "cpu",
+                                        "--examples", ""]))
+    assert demo is not None and segmenter.depth_fn is None
+    image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="upload the image's depth map too"):
+        segmenter(image)
+    write_png(tmp_path / "depth.png", np.full((40, 60), 128, np.uint8))
+    mask, cutout, depth, _ = segmenter(image, str(tmp_path / "depth.png"))
+    assert mask.shape == (40, 60) and cutout.shape == (40, 60, 4)
+
+
+def test_no_examples_means_none_not_the_current_folder(tmp_path, monkeypatch):
+    from pdfnet.cli.demo import parse_args
+    from pdfnet.engine.demo import example_images
+
+    write_png(tmp_path / "private.png", np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    assert example_images(parse_args(["--ckpt", "x.pth", "--examples", ""]).examples) == []

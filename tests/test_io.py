@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -74,3 +76,42 @@ def test_split_discovery_reports_every_problem(tmp_path):
         discover_split(tmp_path, "DIS-TE9")
     samples = discover_split(tmp_path, "DIS-VD", need_masks=False, need_depth=False)
     assert [s.name for s in samples] == ["x", "y"]
+
+
+class _Payload:
+    """Unpickling this runs a command: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_hostile_empty_and_foreign_checkpoints_give_one_line_and_run_nothing(tmp_path, capsys):
+    import torch
+
+    from pdfnet.cli import main
+    from pdfnet.engine.checkpoint import CheckpointError, load_checkpoint
+
+    marker = tmp_path / "pwned"
+    hostile = tmp_path / "hostile.pth"
+    torch.save({"model": {}, "x": _Payload(marker)}, hostile)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    foreign = tmp_path / "foreign.pth"
+    foreign.write_bytes(b"not a checkpoint at all")
+    for path, message in ((hostile, "loading those could run code from the file, so it is not loaded"),
+                          (empty, "is empty (0 bytes)"), (foreign, "not a PyTorch checkpoint")):
+        with pytest.raises(CheckpointError, match=re.escape(message)) as info:
+            load_checkpoint(path)
+        assert "weights_only=False" not in str(info.value) and "likely succeed" not in str(info.value)
+        image = tmp_path / "a.png"
+        write_png(image, np.zeros((8, 8, 3), np.uint8))
+        assert main(["predict", "--ckpt", str(path), "--input", str(image), "--output", str(tmp_path / "o"),
+                     "--depth_dir", str(tmp_path), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not marker.exists()

@@ -118,3 +118,14 @@ def test_bad_batch_size_and_overlap(tiny_checkpoint, photos, tmp_path, capsys):
     assert "--batch_size must be at least 1, got 0" in capsys.readouterr().err
     assert predict.main(common + ["--tile", "--tile_overlap", "128"]) == 2
     assert "--tile_overlap must be in [1, 128) pixels, got 128" in capsys.readouterr().err
+
+
+def test_a_bad_size_is_an_argument_error_before_any_image_is_read(tiny_checkpoint, photos, tmp_path, capsys):
+    folder, depth = photos
+    for flag, value, message in (("--size", "100", "--size must be a multiple of 64 and at least 128"),
+                                 ("--batch_size", "0", "--batch_size must be at least 1")):
+        assert predict.main(["--ckpt", str(tiny_checkpoint), "--input", str(folder), "--output", str(tmp_path / "o"),
+                             "--depth_dir", str(depth), "--device", "cpu", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

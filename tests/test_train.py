@@ -292,8 +292,8 @@ def test_ema_and_gradient_checkpointing_switches(synthetic_root, tmp_path):
     assert stages and all(m.grad_checkpointing for m in stages)
     trainer.fit()
     last = load_checkpoint(tmp_path / "ema" / "last.pth")
-    ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
-    assert int(last["ema"]["n_averaged"]) == 2  # one update per optimizer step
+    ema = last["ema"]["module"]
+    assert last["ema"]["updates"] == 2  # one update per optimizer step
     assert any(not torch.equal(ema[k], last["model"][k]) for k in last["model"] if k in ema)
     best = load_checkpoint(tmp_path / "ema" / "best.pth")
     assert best["ema"] is True  # best.pth holds the validated (EMA) weights
@@ -312,3 +312,48 @@ def test_asking_for_a_gpu_that_is_not_there_is_one_line(synthetic_root, tmp_path
     result = _run_train(*_cli_opts(synthetic_root, tmp_path / "run", "train.device=cuda"), check=False)
     assert result.returncode == 2 and "CUDA is not available here" in result.stderr and "train.device=cpu" in \
         result.stderr and "Traceback" not in result.stderr
+
+
+def test_ema_equals_averaged_model_without_host_reads_and_loads_its_checkpoints():
+    """The EMA gives AveragedModel's weights bitwise, reads nothing from the device per update (AveragedModel
+    compared its on-device counter every step), and loads the state an AveragedModel saved (older runs)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from pdfnet.engine.ema import EMA
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    ours, theirs = EMA(model, 0.9), AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+
+    class HostReads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            HostReads.count += str(func) in ("aten._local_scalar_dense.default", "aten.is_nonzero.default")
+            return func(*args, **(kwargs or {}))
+
+    for _ in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        with HostReads():
+            ours.update(model)
+        theirs.update_parameters(model)
+    assert HostReads.count == 0 and ours.updates == 4
+    for a, b in zip(ours.module.parameters(), theirs.module.parameters()):
+        assert torch.equal(a, b)
+    restored = EMA(model, 0.9)
+    restored.load_state_dict(theirs.state_dict())
+    assert restored.updates == 4
+    assert all(torch.equal(a, b) for a, b in zip(restored.module.parameters(), ours.module.parameters()))
+
+
+def test_the_recipes_missing_swin_file_is_named_with_where_to_get_it(synthetic_root, tmp_path):
+    result = _run_train("--config", str(REPO / "configs" / "dis5k.yaml"),
+                        *_cli_opts(synthetic_root, tmp_path / "run", "train.epochs=1")[2 * len(TINY):], check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip()
+    assert "model.pretrained='checkpoints/swin_base_patch4_window12_384_22k.pth'" in line and "\n" not in line
+    assert "swin_base_patch4_window12_384_22k.pth" in line and "timm/swin_base_patch4_window12_384.ms_in22k" in line
+    assert not (tmp_path / "run").exists()

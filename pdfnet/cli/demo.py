@@ -15,7 +15,13 @@ import os
 import sys
 from pathlib import Path
 
-from .common import add_checkpoint_argument, add_device_argument, checkpoint_problem, make_parser
+from .common import (
+    add_checkpoint_argument,
+    add_device_argument,
+    checkpoint_problem,
+    configure_inference_backends,
+    make_parser,
+)
 
 DEFAULT_EXAMPLES = Path("..") / "shared" / "data" / "dis5k-samples"
 
@@ -24,12 +30,14 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p = make_parser(__doc__, prog)
     add_checkpoint_argument(p)
     p.add_argument("--depth_model", default="large",
-                   help="Depth Anything V2 for the pseudo-depth: small, base, large, a folder or a hub id")
-    add_device_argument(p)
+                   help="Depth Anything V2 for the pseudo-depth: small, base, large, a folder or a hub id; none = no "
+                        "depth model (offline): every upload brings its own depth map")
+    add_device_argument(p, inference=True)
     p.add_argument("--half", action="store_true", default=None, help="bf16 autocast (fp16 on GPUs without bf16)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
-    p.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES,
+    # A str, not a Path: Path("") is the current folder, and '' would have shown its images as examples.
+    p.add_argument("--examples", default=str(DEFAULT_EXAMPLES),
                    help="folder of example images, or of splits with im/ folders ('' = none)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     return p.parse_args(argv)
@@ -62,8 +70,11 @@ def build(args: argparse.Namespace):
 
     try:
         model, cfg = load_model(args.ckpt, args.device)
-        estimator = DepthEstimator(args.depth_model, device=model_device(model))
-    except (RuntimeError, FileNotFoundError) as err:
+        configure_inference_backends(args, model_device(model))
+        estimator = None if args.depth_model == "none" else DepthEstimator(
+            args.depth_model, device=model_device(model),
+            alternative="or start the demo with --depth_model none and upload each image's depth map with it")
+    except (RuntimeError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None, None
     segmenter = Segmenter(model, cfg, estimator, half=args.half)

@@ -114,7 +114,7 @@ def compute_maps(args: argparse.Namespace, n_jobs: int, todo: list[tuple[Path, P
     estimator, error = None, None
     try:
         estimator = DepthEstimator(args.model or args.model_size, device=device, input_size=args.input_size,
-                                   flag="--model" if args.model else "--model_size")
+                                   flag="--model" if args.model else "--model_size", folder_flag="--model")
     except (RuntimeError, FileNotFoundError) as err:
         error = err
     try:

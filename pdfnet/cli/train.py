@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError, config_to_dict, load_config
 from ..data.datasets import DatasetError, check_root
+from ..hub_files import pretrained_backbone_problem
 from .common import add_opt_argument, make_parser
 
 
@@ -73,6 +74,9 @@ def resolve_run(args: argparse.Namespace) -> tuple[Config, Path | None]:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
+    # Before CUDA starts: the caching allocator grows segments instead of fragmenting into fixed ones (training's
+    # activations change size between forward, backward and validation). A value the user set wins.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if args.resume is None and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         from ..engine.distributed import elastic_restart_count
 
@@ -84,6 +88,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if args.resume in (None, "auto"):
             cfg, resume = resolve_run(args)
             check_root(cfg.data.root)
+            if resume is None and (problem := pretrained_backbone_problem(cfg.model.pretrained)):
+                raise ConfigError(problem)  # before the run folder exists
     except (ConfigError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

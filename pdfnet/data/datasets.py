@@ -77,11 +77,11 @@ def discover_split(root: str | Path, split: str, image_dir: str = "im", mask_dir
             for name, path in images.items()]
 
 
-def check_root(root: str | Path) -> Path:
-    """``root`` as a Path; DatasetError naming data.root when it is not a folder."""
+def check_root(root: str | Path, how: str = "set data.root, e.g. --opt data.root=/path/to/DIS5K") -> Path:
+    """``root`` as a Path; DatasetError saying ``how`` to set it (the command's own flag) when it is not a folder."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"data root {root} does not exist (set data.root, e.g. --opt data.root=/path/to/DIS5K)")
+        raise DatasetError(f"data root {root} does not exist ({how})")
     return root
 
 

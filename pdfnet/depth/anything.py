@@ -48,16 +48,19 @@ def depth_autocast_dtype(device: torch.device, half: bool) -> torch.dtype | None
 class DepthEstimator:
     """Batched Depth Anything V2 inference. ``model``: a local folder (``save_pretrained`` layout), a hub id, or one
     of ``small``/``base``/``large`` (the paper uses large). Call with uint8 RGB [H,W,3] images; returns float32 [H,W]
-    maps in [0,1] (1 = nearest). ``flag`` names the option that chose ``model`` in error messages; a model
+    maps in [0,1] (1 = nearest). ``flag`` names the option that chose ``model`` in error messages (``folder_flag``
+    the one that takes a downloaded folder, ``alternative`` the way round without the model); a model
     that is neither a folder nor in the cache raises :class:`pdfnet.hub_files.HubFilesError` at once when offline."""
 
     def __init__(self, model: str = "large", device: str | torch.device = "auto", input_size: int = 518,
-                 half: bool = True, flag: str = "--depth_model") -> None:
+                 half: bool = True, flag: str = "--depth_model", folder_flag: str | None = None,
+                 alternative: str = "") -> None:
         from transformers import AutoModelForDepthEstimation
 
         source = MODEL_IDS.get(model, model)
         folder = local_model_folder(source, required=("config.json",), what="the Depth Anything model",
-                                    flag=flag, allow_patterns=["*.json", "*.safetensors"])
+                                    flag=flag, allow_patterns=["*.json", "*.safetensors"], folder_flag=folder_flag,
+                                    alternative=alternative)
         self.model = AutoModelForDepthEstimation.from_pretrained(str(folder))
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model.to(self.device).eval()

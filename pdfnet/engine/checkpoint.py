@@ -7,6 +7,7 @@ and ``epoch``; training adds optimizer/scheduler/scaler/EMA/RNG state.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted download or copy?")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, pickle of arbitrary objects, not a torch file at all...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]} "
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err) and "Unsupported global" not in str(err):  # not a pickle of objects at all
+            raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt, truncated, or not a PyTorch "
+                                  "checkpoint") from err
+        # Not torch's advice ("weights_only=False will likely succeed"): never the thing to do with a stranger's file.
+        raise CheckpointError(f"cannot read checkpoint {path}: it holds Python objects other than tensors and plain "
+                              "containers, and loading those could run code from the file, so it is not loaded. If "
+                              "you made it yourself, re-save its state_dict (torch.save(model.state_dict(), ...))"
+                              ) from err
+    except Exception as err:  # truncated zip, not a torch file at all...
+        first = next(iter(str(err).splitlines()), "")[:300]
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {first} "
                               "(the file is corrupt, truncated, or not a PyTorch checkpoint)") from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")

@@ -39,6 +39,12 @@ class Predictor:
         options.update({k: v for k, v in overrides.items() if v is not None})
         return cls(model, **options)
 
+    def __post_init__(self) -> None:
+        if self.size % 64 or self.size < 128:
+            raise ValueError(f"--size must be a multiple of 64 and at least 128 (the model's input), got {self.size}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}")
+
     @property
     def overlap(self) -> int:
         """Minimum tile overlap in pixels (``tile_overlap``, or a quarter of the model size when 0)."""

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..hub_files import pretrained_backbone_problem
+
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
@@ -47,10 +49,8 @@ def load_pretrained_swin(encoder: nn.Module, source: str) -> list[str]:
     path = Path(os.path.expanduser(source))
     if path.exists():
         sd = _read_state_dict(path)
-    elif source.endswith((".pth", ".pt", ".bin", ".safetensors")) or os.sep in source and not source.startswith(
-            ("timm/", "hf-hub:")):
-        raise FileNotFoundError(f"pretrained backbone file not found: {source!r} (set model.pretrained to an existing "
-                                "file, a hub id such as 'timm/swin_base_patch4_window12_384.ms_in22k', or '' for none)")
+    elif problem := pretrained_backbone_problem(source):
+        raise FileNotFoundError(problem)
     else:
         import timm
 
