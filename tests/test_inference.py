@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pdfnet.engine.inference import IMAGENET_MEAN, IMAGENET_STD, predict_logits, predict_probs
+from pdfnet.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from pdfnet.engine.inference import predict_logits, predict_probs
 from pdfnet.engine.predictor import Predictor
 from pdfnet.engine.tiling import count_tiles, interpolation_rows, predict_probs_tiled, tile_starts, tile_window
 from pdfnet.models import PDFNet
@@ -68,7 +69,7 @@ def test_tiles_blend_without_seams(h, w, batch):
     tiled = predict_probs_tiled(model, image, depth, size=256, overlap=64, batch_size=batch, skip_confidence=1.0)
     passes = model.calls
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = (x - IMAGENET_MEAN[None]) / IMAGENET_STD[None]
     d = torch.from_numpy(depth)[None, None]
     if h < 256:  # an axis shorter than a tile is resized to the model size and back, as the plain path does
         x, d = (F.interpolate(t, size=(256, w), mode="bilinear", align_corners=False) for t in (x, d))
