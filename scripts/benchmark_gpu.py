@@ -82,27 +82,18 @@ def _torch():
 
 
 def sync(device) -> None:
-    torch = _torch()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    from pdfnet.engine.profiling import synchronize
+
+    synchronize(device)
 
 
 def timed(fn, device, runs: int, warmup: int = 1) -> dict:
-    """Median seconds of ``runs`` calls after ``warmup``; peak memory (CUDA max allocated, CPU peak RSS) in MiB."""
-    from pdfnet.engine.profiling import peak_memory_mib, reset_peak_memory
+    """Median seconds of ``runs`` calls after ``warmup`` and their peak memory in MiB (CUDA max allocated, CPU peak
+    RSS): :func:`pdfnet.engine.profiling.time_steps`, which the training benchmark uses too."""
+    from pdfnet.engine.profiling import time_steps
 
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    reset_peak_memory(device)
-    times = []
-    for _ in range(runs):
-        sync(device)
-        started = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - started)
-    return {"s": statistics.median(times), "peak_mib": round(peak_memory_mib(device))}
+    seconds, peak, _ = time_steps(lambda i: fn(), device, runs, warmup)
+    return {"s": seconds, "peak_mib": round(peak)}
 
 
 def count_kernels(fn, device) -> dict:
