@@ -36,10 +36,9 @@ from .common import (
 )
 
 TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
-
-
 OFFLINE_DEPTH = ("or compute the maps where the model is (`pdfnet depth`), copy them into each split's folder "
                  "and pass --depth_dir NAME")
+
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = make_parser(__doc__, prog)
