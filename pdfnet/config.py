@@ -455,7 +455,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         return config_from_dict(tree)
     except ConfigError as err:
         found = re.search(r"config key '([^']+)'", str(err))
-        if text is not None and found and found.group(1) not in overridden:
+        # "optim.betas[0]" or "optim.betas (a key)" was set by the override "optim.betas": not the file's line
+        key = re.split(r"[\[ ]", found.group(1))[0] if found else None
+        if text is not None and found and key not in overridden:
             line = _key_line(text, found.group(1))
             if line is not None:
                 raise ConfigError(f"{err} (in {path}, line {line})") from err

@@ -144,4 +144,66 @@ def read_pretrained(source: str | os.PathLike, revision: str | None = None,
         state = load_file(str(folder / WEIGHTS_NAME), device="cpu")
     except Exception as err:  # safetensors raises its own error types for truncated or foreign files
         raise HubFilesError(f"{source}: cannot read {folder / WEIGHTS_NAME}: {err}") from err
-    return cfg, state
+    try:
+        return cfg, checked_weights(state, f"{source}: {WEIGHTS_NAME}")
+    except ValueError as err:
+        raise HubFilesError(str(err)) from err
+
+
+class WeightsFileError(RuntimeError):
+    """A weights file that cannot be read safely; the message names it and says why."""
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors for missing, empty, truncated,
+    foreign and object-carrying files (``what`` names the file's role in them)."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise WeightsFileError(f"{what} {path} is empty (0 bytes): an interrupted download or copy?")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err) and "Unsupported global" not in str(err):  # not a pickle of objects at all
+            raise WeightsFileError(f"cannot read {what} {path}: the file is corrupt, truncated, or not a PyTorch "
+                                   "checkpoint") from None
+        # Not torch's advice ("weights_only=False will likely succeed"): never the thing to do with a stranger's file.
+        raise WeightsFileError(f"cannot read {what} {path}: it holds Python objects other than tensors and plain "
+                               "containers, and loading those could run code from the file, so it is not loaded. If "
+                               "you made it yourself, re-save its state_dict (torch.save(model.state_dict(), ...))"
+                               ) from None
+    except Exception as err:  # truncated zip, not a torch file at all...
+        first = next(iter(str(err).splitlines()), "")[:300]
+        raise WeightsFileError(f"cannot read {what} {path}: {type(err).__name__}: {first} (the file is corrupt, "
+                               "truncated, or not a PyTorch checkpoint)") from None
+
+
+def checked_weights(state: dict[str, Any], what: str) -> dict[str, Any]:
+    """Loaded weights, checked once: a NaN or infinite value is a ValueError naming the tensor (the model would
+    write all-zero masks without a word); float64/float16/bfloat16 tensors are cast to float32 with a notice (the
+    model computes in float32 and casts under autocast itself)."""
+    import warnings
+
+    import torch
+
+    cast = []
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{what}: tensor {key!r} holds {bad:,} NaN or infinite value(s) of {value.numel():,}; "
+                             "these weights come from a run that diverged or a damaged file")
+        if value.dtype != torch.float32:
+            cast.append(f"{key} ({str(value.dtype).removeprefix('torch.')})")
+    if cast:
+        warnings.warn(f"{what}: {len(cast)} tensor(s) stored in another precision, cast to float32: "
+                      f"{', '.join(cast[:3])}{', ...' if len(cast) > 3 else ''}", stacklevel=2)
+        state = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                 for k, v in state.items()}
+    return state

@@ -107,3 +107,14 @@ def test_shipped_configs_load_and_dis5k_is_the_paper_recipe():
     assert cfg.data.depth_choices == ["depth_large", "depth_base", "depth_small"]
     assert cfg.data.depth_target_dir == "depth_large_1024" and cfg.data.val_split == "DIS-VD"
     assert cfg.data.augment.enabled and cfg.model.drop_path == 0.1 and cfg.model.fusion_dropout == 0.1
+
+
+def test_an_override_is_not_blamed_on_the_files_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  betas: [0.9, 0.99]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["optim.betas=[2, -1]"])
+    assert "optim.betas[0]" in str(err.value) and "line" not in str(err.value)
+    path.write_text("optim:\n  betas: [2, 0.99]\n")
+    with pytest.raises(ConfigError, match=r"optim\.betas\[0\].*line 2"):
+        load_config(path)

@@ -163,8 +163,8 @@ def test_metric_workers_end_when_the_training_process_is_killed(tmp_path):
     import subprocess
     import time
 
-    code = ("import os, sys\nfrom pdfnet.engine.validation import metric_pool\n"
-            "pool = metric_pool(1)\nprint(pool.submit(os.getpid).result(), flush=True)\n"
+    code = ("import os, sys\nfrom pdfnet.workers import process_pool\n"
+            "pool = process_pool(1)\nprint(pool.submit(os.getpid).result(), flush=True)\n"
             "os.kill(os.getpid(), 9)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -78,20 +78,9 @@ def test_split_discovery_reports_every_problem(tmp_path):
     assert [s.name for s in samples] == ["x", "y"]
 
 
-class _Payload:
-    """Unpickling this runs a command: what a hostile checkpoint would carry."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_hostile_empty_and_foreign_checkpoints_give_one_line_and_run_nothing(tmp_path, capsys):
     import torch
+    from test_hostile import _Payload
 
     from pdfnet.cli import main
     from pdfnet.engine.checkpoint import CheckpointError, load_checkpoint

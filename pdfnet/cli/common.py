@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -13,6 +14,23 @@ def print_failures(failures: list[str], header: str) -> None:
     print(f"\n{header}", file=sys.stderr)
     for line in failures:
         print(f"  {line}", file=sys.stderr)
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception as one short line: its type when the message is empty, the first line of the message else."""
+    text = next(iter(str(err).strip().splitlines()), "") or type(err).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def run_batch(fn: Callable[[list], Sequence], items: list, names: list[str]) -> list[tuple[str, object, str | None]]:
+    """``fn(items)`` -> one result per item, as [(name, result, None)]; when the batch fails (an image too big for
+    memory, say), each item is tried alone, so that one bad image costs only itself: [(name, None, error)]."""
+    try:
+        return [(name, result, None) for name, result in zip(names, fn(items), strict=True)]
+    except (RuntimeError, MemoryError, ValueError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        if len(items) == 1:
+            return [(names[0], None, one_line(err))]
+    return [row for name, item in zip(names, items) for row in run_batch(fn, [item], [name])]
 
 
 def make_parser(doc: str | None, prog: str | None) -> argparse.ArgumentParser:
@@ -61,3 +79,42 @@ def configure_inference_backends(args: argparse.Namespace, device) -> None:
     from ..device import configure_cuda_backends
 
     configure_cuda_backends(device, tf32=not args.no_tf32)
+
+
+def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max_pixels``: the largest image decoded (checked from the header first; see pdfnet.data.io)."""
+    from ..data.io import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
+
+    parser.add_argument("--max_pixels", type=positive_int, default=None,
+                        help=f"refuse images with more pixels, read from the header before decoding (default "
+                             f"{DEFAULT_MAX_PIXELS:,}, or ${MAX_PIXELS_ENV})")
+
+
+def apply_max_pixels(args: argparse.Namespace) -> None:
+    from ..data.io import set_max_pixels
+
+    set_max_pixels(args.max_pixels)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (bad values are exit-2 argument errors)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def model_size(text: str) -> int:
+    """argparse type of ``--size``: the model's input side, a multiple of 64 from 128 to data.size's upper bound."""
+    from ..config import MAX_SIZE as upper
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value % 64 or not 128 <= value <= upper:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 64 from 128 to {upper} (the model's input), got "
+                                         f"{value}")
+    return value

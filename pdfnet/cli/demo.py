@@ -18,12 +18,24 @@ from pathlib import Path
 from .common import (
     add_checkpoint_argument,
     add_device_argument,
+    add_max_pixels_argument,
+    apply_max_pixels,
     checkpoint_problem,
     configure_inference_backends,
     make_parser,
 )
 
 DEFAULT_EXAMPLES = Path("..") / "shared" / "data" / "dis5k-samples"
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -35,7 +47,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     add_device_argument(p, inference=True)
     p.add_argument("--half", action="store_true", default=None, help="bf16 autocast (fp16 on GPUs without bf16)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=7860, help="port to listen on")
+    p.add_argument("--port", type=port_number, default=7860, help="port to listen on (1-65535)")
+    add_max_pixels_argument(p)
     # A str, not a Path: Path("") is the current folder, and '' would have shown its images as examples.
     p.add_argument("--examples", default=str(DEFAULT_EXAMPLES),
                    help="folder of example images, or of splits with im/ folders ('' = none)")
@@ -45,6 +58,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
+    apply_max_pixels(args)
     if problem := checkpoint_problem(args.ckpt):
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -60,6 +74,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     print(f"PDFNet demo on http://{args.host}:{args.port} (Ctrl-C stops it)")
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)
     return 0
+
+
+def shown_name(source: str) -> str:
+    """What the page calls a checkpoint or depth model: a file or folder by its name, a hub id or preset as given."""
+    return Path(source).name if Path(os.path.expanduser(source)).exists() else source
 
 
 def build(args: argparse.Namespace):
@@ -78,6 +97,7 @@ def build(args: argparse.Namespace):
         print(f"error: {err}", file=sys.stderr)
         return None, None
     segmenter = Segmenter(model, cfg, estimator, half=args.half)
-    description = (f"Model `{args.ckpt}` ({cfg.model.variant}, input {cfg.data.size}²), depth `{args.depth_model}`, "
-                   f"device `{model_device(model)}`.")
+    # Names, not paths: the page is for visitors, who need not learn the layout of the server's disk.
+    description = (f"Model `{shown_name(args.ckpt)}` ({cfg.model.variant}, input {cfg.data.size}²), depth "
+                   f"`{shown_name(args.depth_model)}`, device `{model_device(model).type}`.")
     return build_demo(segmenter, example_images(args.examples), description), segmenter

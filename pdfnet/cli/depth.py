@@ -25,9 +25,24 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..data.io import ImageReadError, list_images, read_rgb_u8, write_png
+from ..data.io import (
+    ImageReadError,
+    list_images,
+    read_rgb_u8,
+    remove_stale_temp_files,
+    writable_folder_problem,
+    write_png,
+)
 from ..depth.ids import MODEL_IDS
-from .common import add_device_argument, make_parser, print_failures
+from .common import (
+    add_device_argument,
+    add_max_pixels_argument,
+    apply_max_pixels,
+    make_parser,
+    positive_int,
+    print_failures,
+    run_batch,
+)
 
 DEFAULT_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
@@ -51,16 +66,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--input_size", type=int, default=518,
                    help="short-side input size; the network input is rounded to multiples of 14 as Depth "
                         "Anything's infer_image does (the paper's depth-loss target uses 1024)")
-    p.add_argument("--batch_size", type=int, default=4, help="images per forward (same-shape images batch together)")
+    p.add_argument("--batch_size", type=positive_int, default=4,
+                   help="images per forward (same-shape images batch together)")
     p.add_argument("--out_name", default="depth", help="output folder name inside each split")
     p.add_argument("--image_dir", default=None, help="image folder name inside each split (default: im or images)")
     p.add_argument("--overwrite", action="store_true", help="recompute maps that already exist")
     add_device_argument(p)
+    add_max_pixels_argument(p)
     args = p.parse_args(argv)
+    apply_max_pixels(args)
     if args.input_size < 14:
         p.error(f"--input_size must be at least 14, got {args.input_size}")
-    if args.batch_size < 1:
-        p.error("--batch_size must be >= 1")
     if not args.data_root.is_dir():
         print(f"error: data root not found: {args.data_root}", file=sys.stderr)
         return 2
@@ -77,6 +93,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         out_dir = args.data_root / split / args.out_name
+        if problem := writable_folder_problem(out_dir):  # before any work, not one failure per image after it
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        remove_stale_temp_files(out_dir)
         jobs += [(path, out_dir / f"{stem}.png") for stem, path in images.items()]
     todo = [(src, dst) for src, dst in jobs if args.overwrite or not dst.exists()]
 
@@ -127,23 +147,26 @@ def compute_maps(args: argparse.Namespace, n_jobs: int, todo: list[tuple[Path, P
     done = 0
     with tqdm(total=sum(map(len, mine)), desc="depth", unit="img", disable=not ctx.is_main) as bar:
         for batch in mine:
-            chunk, images = [], []
+            sources, images = [], []
             for src, dst in batch:
                 try:
                     images.append(read_rgb_u8(src))
-                    chunk.append(dst)
+                    sources.append((src, dst))
                 except ImageReadError as err:
                     failures.append(str(err))
                     bar.update()
-            if images:
-                for dst, depth in zip(chunk, estimator(images)):
-                    try:
-                        write_png(dst, depth_to_u16(depth))
-                    except OSError as err:
-                        failures.append(str(err))
-                        continue
-                    done += 1
-                    bar.update()
+            results = run_batch(estimator, images, [str(src) for src, _ in sources]) if images else []
+            for (src, dst), (_, depth, error) in zip(sources, results):
+                bar.update()
+                if error is not None:
+                    failures.append(f"{src}: {error}")
+                    continue
+                try:
+                    write_png(dst, depth_to_u16(depth))
+                except OSError as err:
+                    failures.append(str(err))
+                    continue
+                done += 1
     parts = gather_objects(ctx, (done, failures))
     failures = [line for _, lines in parts for line in lines]
     if failures:

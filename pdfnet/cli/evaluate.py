@@ -23,15 +23,27 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.datasets import DEPTH_HINT, DatasetError, check_root, discover, evaluation_depth_folder, validate_samples
-from ..data.io import ImageReadError, atomic_write_bytes, list_images, probs_to_u8, read_gray_u8, write_png
+from ..data.io import (
+    ImageReadError,
+    atomic_write_bytes,
+    list_images,
+    probs_to_u8,
+    read_gray_u8,
+    writable_folder_problem,
+    write_png,
+)
 from ..metrics import Evaluator
 from ..metrics.report import PAPER_METHODS, TABLE_FORMATS, format_table
 from .common import (
     CHECKPOINT_HELP,
     add_device_argument,
+    add_max_pixels_argument,
+    apply_max_pixels,
     checkpoint_problem,
     configure_inference_backends,
     make_parser,
+    model_size,
+    positive_int,
     print_failures,
 )
 
@@ -55,13 +67,13 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--depth_model", default=None,
                    help="compute depth with Depth Anything V2 (folder, hub id, small/base/large) for splits "
                         "without cached maps")
-    p.add_argument("--size", type=int, default=None, help="model input size (default: the checkpoint config's)")
+    p.add_argument("--size", type=model_size, default=None, help="model input size (default: the checkpoint config's)")
     p.add_argument("--tta", action="store_true", default=None,
                    help="flip x scales {0.75, 1, 1.25}, as the official evaluation")
     p.add_argument("--half", action="store_true", default=None, help="bf16 autocast (fp16 on GPUs without bf16)")
     p.add_argument("--tile", action="store_true", default=None,
                    help="tiled high-resolution inference (global pass + full-resolution tiles) for large images")
-    p.add_argument("--batch_size", type=int, default=None, help="images per forward pass (default: config's)")
+    p.add_argument("--batch_size", type=positive_int, default=None, help="images per forward pass (default: config's)")
     p.add_argument("--save_dir", type=Path, default=None, help="also save the predicted maps here (per split)")
     add_device_argument(p, inference=True)
     p.add_argument("--json", type=Path, default=None, help="write metrics, image count and per-image values")
@@ -74,7 +86,15 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--hce_cache", default=str(Path.home() / ".cache" / "pdfnet" / "hce_skeletons"),
                    help="GT skeleton cache, keyed by mask content ('' to disable)")
     p.add_argument("--workers", type=int, default=1, help="processes for the metrics (--pred_dir)")
+    add_max_pixels_argument(p)
     args = p.parse_args(argv)
+    apply_max_pixels(args)
+    if args.json is not None and args.json.is_dir():
+        p.error(f"--json {args.json} is a folder; name the file to write")
+    # Checked before any work: an unwritable output would otherwise lose every result after the work was done.
+    for flag, folder in (("--json", args.json.parent if args.json else None), ("--save_dir", args.save_dir)):
+        if folder is not None and (problem := writable_folder_problem(folder)):
+            p.error(f"{flag}: {problem}")
     if args.pred_dir and not args.gt_dir:
         p.error("--pred_dir needs --gt_dir")
     if args.ckpt and not args.split:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import add_checkpoint_argument, checkpoint_problem, make_parser
+from .common import add_checkpoint_argument, checkpoint_problem, make_parser, model_size, positive_int
 
 TOLERANCE = 1e-3  # max |probability difference| between onnxruntime and PyTorch
 
@@ -31,18 +31,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p = make_parser(__doc__, prog)
     add_checkpoint_argument(p)
     p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    p.add_argument("--size", type=int, default=None, help="network input size (default: the checkpoint config's)")
+    p.add_argument("--size", type=model_size, default=None,
+                   help="network input size (default: the checkpoint config's)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--optimize", action="store_true",
                    help="also run the exporter's graph optimiser (onnxruntime optimises the graph when it loads it "
                         "anyway; on the paper-size model this pass did not finish in 20 min on 2 CPU cores)")
-    p.add_argument("--verify_batch", type=int, default=1,
+    p.add_argument("--verify_batch", type=positive_int, default=1,
                    help="batch of the first verification input with --dynamic (onnxruntime's memory grows with it: "
                         "the paper-size model at batch 2 needed more than 24 GB of CPU memory)")
     args = p.parse_args(argv)
-    if args.verify_batch < 1:
-        print(f"error: --verify_batch must be at least 1, got {args.verify_batch}", file=sys.stderr)
-        return 2
     if problem := checkpoint_problem(args.ckpt):
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -55,10 +53,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    size = args.size or cfg.data.size
-    if size % 64 or size < 128:
-        print(f"error: --size must be a multiple of 64 and at least 128, got {size}", file=sys.stderr)
-        return 2
+    size = args.size if args.size is not None else cfg.data.size
     try:
         export_onnx(model, args.out, size, dynamic=args.dynamic, optimize=args.optimize)
     except RuntimeError as err:

@@ -32,16 +32,23 @@ from ..data.io import (
     probs_to_u8,
     read_depth,
     read_rgb_u8,
+    remove_stale_temp_files,
+    writable_folder_problem,
     write_png,
 )
 from ..engine.cutout import FOREGROUND_METHODS, OUTPUT_FORMATS, read_background, render
 from .common import (
     add_checkpoint_argument,
     add_device_argument,
+    add_max_pixels_argument,
+    apply_max_pixels,
     checkpoint_problem,
     configure_inference_backends,
     make_parser,
+    model_size,
+    positive_int,
     print_failures,
+    run_batch,
 )
 
 OFFLINE_DEPTH = "or pass your own depth maps with --depth_dir (one per image, named like it; 8- or 16-bit, 1 = near)"
@@ -83,9 +90,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     depth = p.add_mutually_exclusive_group(required=True)
     depth.add_argument("--depth_dir", type=Path, help="cached depth maps, one per image stem")
     depth.add_argument("--depth_model", help="Depth Anything V2 folder, hub id, or small/base/large")
-    p.add_argument("--size", type=int, default=None, help="model input size (default: the checkpoint config's)")
+    p.add_argument("--size", type=model_size, default=None, help="model input size (default: the checkpoint config's)")
     p.add_argument("--tta", action="store_true", default=None, help="flip x scales {0.75, 1, 1.25}, averaged logits")
-    p.add_argument("--batch_size", type=int, default=None,
+    p.add_argument("--batch_size", type=positive_int, default=None,
                    help="images per forward pass; tiles per pass with --tile (default: the config's eval.batch_size)")
     p.add_argument("--half", action="store_true", default=None, help="bf16 autocast (fp16 on GPUs without bf16)")
     p.add_argument("--tile", action="store_true", default=None,
@@ -102,7 +109,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                    help="rgba: composite onto a colour (white, #RRGGBB, R,G,B) or an image (resized to each photo) "
                         "and write RGB")
     p.add_argument("--workers", type=int, default=2, help="processes reading images ahead of the model")
+    add_max_pixels_argument(p)
     args = p.parse_args(argv)
+    apply_max_pixels(args)
     background = None
     if args.background is not None:
         if args.format != "rgba":
@@ -116,9 +125,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             return 2
     if problem := checkpoint_problem(args.ckpt):
         print(f"error: {problem}", file=sys.stderr)
-        return 2
-    if args.batch_size is not None and args.batch_size < 1:
-        print(f"error: --batch_size must be at least 1, got {args.batch_size}", file=sys.stderr)
         return 2
 
     if args.input.is_dir():
@@ -135,6 +141,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if not inputs:
         print(f"error: no images in {args.input}", file=sys.stderr)
         return 2
+    if problem := writable_folder_problem(args.output):
+        print(f"error: --output: {problem}", file=sys.stderr)
+        return 2
+    remove_stale_temp_files(args.output)
     depth_maps = None
     if args.depth_dir:
         try:
@@ -148,6 +158,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..engine.inference import load_model, model_device
     from ..engine.predictor import Predictor
     from ..engine.validation import collate_as_is
+    from ..workers import loader_worker_init
 
     try:
         model, cfg = load_model(args.ckpt, args.device)
@@ -168,16 +179,23 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     failures: list[str] = []
     writes: list[tuple[str, Future]] = []
     loader = DataLoader(Photos(inputs, args.depth_dir, depth_maps), batch_size=None, num_workers=max(0, args.workers),
-                        collate_fn=collate_as_is)
+                        collate_fn=collate_as_is, worker_init_fn=loader_worker_init)
     per_pass = predictor.images_per_call
+
+    def segment(pairs: list[tuple[np.ndarray, np.ndarray | None]]) -> list[np.ndarray]:
+        images = [image for image, _ in pairs]
+        depths = estimator(images) if estimator is not None else [depth for _, depth in pairs]
+        return predictor(images, depths)
+
     with ThreadPoolExecutor(max_workers=2) as writer, tqdm(total=len(inputs), desc="predicting", unit="img") as bar:
         batch: list[tuple[str, np.ndarray, np.ndarray | None]] = []
 
         def flush() -> None:
             names, images, depths = zip(*batch)
-            if estimator is not None:
-                depths = estimator(list(images))
-            for name, image, probs in zip(names, images, predictor(list(images), list(depths))):
+            for (name, probs, error), image in zip(run_batch(segment, list(zip(images, depths)), list(names)), images):
+                if error is not None:
+                    failures.append(f"{name}: {error}")
+                    continue
                 out = render(image, probs_to_u8(probs), args.format, args.foreground, background)
                 writes.append((name, writer.submit(write_png, args.output / f"{name}.png", out)))
             bar.update(len(batch))

@@ -97,13 +97,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..engine.checkpoint import CheckpointError
     from ..engine.distributed import DistributedSetupError
     from ..engine.trainer import Trainer, TrainingError
+    from ..hub_files import WeightsFileError
 
     try:
         if args.resume not in (None, "auto"):
             cfg, resume = resolve_run(args)
         Trainer(cfg, resume=resume, show_progress=not args.no_progress).fit()
-    except (ConfigError, DatasetError, CheckpointError, TrainingError, DistributedSetupError,
-            DeviceError) as err:
+    except (ConfigError, DatasetError, CheckpointError, TrainingError, DistributedSetupError, DeviceError,
+            WeightsFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

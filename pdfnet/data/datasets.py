@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..config import DataConfig
-from .io import list_images
+from .io import is_truncated, list_images, size_problem
 
 DIS_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
@@ -140,7 +140,8 @@ def discover(root: str | Path, split: str, layout: str = "auto", image_dir: str 
 
 
 def validate_samples(samples: list[Sample]) -> None:
-    """Open every file's header: unreadable files and image/mask/depth size mismatches are all reported at once."""
+    """Open every file's header and check its end: unreadable, truncated and oversized files and image/mask/depth
+    size mismatches are all reported at once, before any work."""
     from PIL import Image, UnidentifiedImageError
 
     problems = []
@@ -152,6 +153,10 @@ def validate_samples(samples: list[Sample]) -> None:
             try:
                 with Image.open(path) as im:
                     sizes[kind] = im.size
+                if problem := size_problem(*sizes[kind]):
+                    problems.append(f"{s.name}: {kind} {path}: {problem}")
+                elif is_truncated(path):
+                    problems.append(f"{s.name}: truncated {kind} {path} (an interrupted download or copy?)")
             except (OSError, UnidentifiedImageError) as err:
                 problems.append(f"{s.name}: unreadable {kind} {path} ({type(err).__name__})")
         if len(set(sizes.values())) > 1:

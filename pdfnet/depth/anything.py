@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import half_dtype, resolve_device
-from ..hub_files import local_model_folder
+from ..hub_files import HubFilesError, local_model_folder
 from .ids import MODEL_IDS
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -61,7 +61,12 @@ class DepthEstimator:
         folder = local_model_folder(source, required=("config.json",), what="the Depth Anything model",
                                     flag=flag, allow_patterns=["*.json", "*.safetensors"], folder_flag=folder_flag,
                                     alternative=alternative)
-        self.model = AutoModelForDepthEstimation.from_pretrained(str(folder))
+        try:  # safetensors only: a pickled pytorch_model.bin could run code while it loads
+            self.model = AutoModelForDepthEstimation.from_pretrained(str(folder), use_safetensors=True)
+        except (OSError, ValueError) as err:
+            first = next(iter(str(err).strip().splitlines()), type(err).__name__)[:300]
+            raise HubFilesError(f"{flag} {model}: cannot load a depth model from {folder} (a model.safetensors "
+                                f"and its config.json are needed): {first}") from None
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model.to(self.device).eval()
         self.input_size = input_size

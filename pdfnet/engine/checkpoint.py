@@ -7,8 +7,6 @@ and ``epoch``; training adds optimizer/scheduler/scaler/EMA/RNG state.
 from __future__ import annotations
 
 import os
-import pickle
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +14,7 @@ import torch
 from ..build import build_model
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from ..data.io import atomic_write
-from ..hub_files import HubFilesError, read_pretrained
+from ..hub_files import HubFilesError, WeightsFileError, checked_weights, load_torch_file, read_pretrained
 from ..models import PDFNet
 from ..models.official import (
     OfficialCheckpointError,
@@ -30,7 +28,7 @@ from .hub import is_pretrained_source
 FORMAT = "pdfnet-checkpoint-v1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(WeightsFileError):
     """A checkpoint that cannot be read or does not fit; the message names the file."""
 
 
@@ -49,26 +47,10 @@ def make_checkpoint(model: torch.nn.Module, cfg: Config, epoch: int = 0, **extra
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; clear errors for missing, truncated or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted download or copy?")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "GLOBAL" not in str(err) and "Unsupported global" not in str(err):  # not a pickle of objects at all
-            raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt, truncated, or not a PyTorch "
-                                  "checkpoint") from err
-        # Not torch's advice ("weights_only=False will likely succeed"): never the thing to do with a stranger's file.
-        raise CheckpointError(f"cannot read checkpoint {path}: it holds Python objects other than tensors and plain "
-                              "containers, and loading those could run code from the file, so it is not loaded. If "
-                              "you made it yourself, re-save its state_dict (torch.save(model.state_dict(), ...))"
-                              ) from err
-    except Exception as err:  # truncated zip, not a torch file at all...
-        first = next(iter(str(err).splitlines()), "")[:300]
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {first} "
-                              "(the file is corrupt, truncated, or not a PyTorch checkpoint)") from err
+        obj = load_torch_file(path, "checkpoint")
+    except WeightsFileError as err:
+        raise CheckpointError(str(err)) from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return obj
@@ -104,7 +86,10 @@ def _read_model(path: str | os.PathLike) -> tuple[Config, dict[str, torch.Tensor
         except ConfigError as err:
             raise CheckpointError(f"checkpoint {path} has an invalid config: {err}") from err
         cfg.model.pretrained = ""  # the weights come from the checkpoint
-        return cfg, obj["model"], f"checkpoint {path} does not fit its own config"
+        if not isinstance(obj["model"], dict):
+            raise CheckpointError(f"checkpoint {path}: 'model' holds a {type(obj['model']).__name__}, expected a "
+                                  "state dict")
+        return cfg, _checked(obj["model"], path), f"checkpoint {path} does not fit its own config"
     try:
         sd = unwrap_state_dict(obj)
     except RuntimeError as err:
@@ -112,11 +97,19 @@ def _read_model(path: str | os.PathLike) -> tuple[Config, dict[str, torch.Tensor
     if not is_official_state_dict(sd):
         raise CheckpointError(f"{path} is neither a PDFNet checkpoint of this project nor an official PDFNet "
                               "state dict")
+    sd = _checked(sd, path)
     try:
         reference = load_official(sd, copy_tensors=False)  # strict, with the official key names in its errors
     except OfficialCheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from err
     return official_config(reference), reference.state_dict(), str(path)
+
+
+def _checked(state: dict[str, torch.Tensor], path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    try:
+        return checked_weights(state, f"checkpoint {path}")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def official_config(model: PDFNet) -> Config:

@@ -9,14 +9,17 @@ PNG, downloadable) and the depth map side by side, with the TTA and tiling switc
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..config import Config
-from ..data.io import list_images, probs_to_u8, read_depth, write_png
+from ..data.io import list_images, probs_to_u8, read_depth, read_rgb_u8, size_problem, write_png
 from .cutout import cut_out
 from .predictor import Predictor
 
@@ -51,23 +54,34 @@ def given_depth(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
 
 
 class Segmenter:
-    """image uint8 [H,W,3] (+ optional depth map file) -> (mask uint8 [H,W], cut-out uint8 [H,W,4], depth uint8
-    [H,W], cut-out PNG path).
+    """image (a file path, as the page passes uploads, or uint8 [H,W,3]) (+ optional depth map file) -> (mask uint8
+    [H,W], cut-out uint8 [H,W,4], depth uint8 [H,W], cut-out PNG path).
 
     ``depth_fn`` maps RGB images to depth maps in [0,1] (a :class:`~pdfnet.depth.DepthEstimator`); it runs only when
-    no depth map is given. Without one (``None``, ``--depth_model none``) every image needs its depth map.
+    no depth map is given. Without one (``None``, ``--depth_model none``) every image needs its depth map. Files are
+    read as ``pdfnet predict`` reads them, with the same limit on pixels checked from the header before decoding.
+    The cut-out files live in a temporary folder: the last ``keep`` of them (a visitor's download link stays valid
+    for a while), removed when the segmenter goes.
     """
 
-    def __init__(self, model, cfg: Config, depth_fn: DepthFn | None, half: bool | None = None) -> None:
+    def __init__(self, model, cfg: Config, depth_fn: DepthFn | None, half: bool | None = None, keep: int = 16) -> None:
         self.model, self.cfg, self.depth_fn, self.half = model, cfg, depth_fn, half
         self.out_dir = Path(tempfile.mkdtemp(prefix="pdfnet-demo-"))
-        self.count = 0
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.out_dir, ignore_errors=True)
+        self.recent: deque[Path] = deque()
+        self.keep = keep
 
-    def __call__(self, image: np.ndarray | None, depth: str | None = None, tta: bool = False,
+    def __call__(self, image: str | np.ndarray | None, depth: str | None = None, tta: bool = False,
                  tile: bool = False):
         if image is None:
             raise ValueError("upload an image first")
+        name = "cutout.png"
+        if isinstance(image, (str, os.PathLike)):
+            name = f"{Path(image).stem}_cutout.png"
+            image = read_rgb_u8(image)
         image = np.ascontiguousarray(image[..., :3] if image.ndim == 3 else np.dstack([image] * 3), dtype=np.uint8)
+        if (problem := size_problem(image.shape[1], image.shape[0])) is not None:
+            raise ValueError(problem)
         if depth is None:
             if self.depth_fn is None:
                 raise ValueError("this demo runs without a depth model (--depth_model none): upload the image's depth "
@@ -79,10 +93,16 @@ class Segmenter:
                                           batch_size=1)
         mask = probs_to_u8(predictor([image], [depth])[0])
         cutout = cut_out(image, mask)  # foreground colours estimated in the soft edge, as `pdfnet predict`
-        self.count += 1
-        path = self.out_dir / f"cutout_{self.count:05d}.png"
-        write_png(path, cutout)
-        return mask, cutout, probs_to_u8(depth), str(path)
+        folder = Path(tempfile.mkdtemp(dir=self.out_dir))  # a name of the visitor's file, not a request count
+        write_png(folder / name, cutout)
+        self.recent.append(folder)
+        while len(self.recent) > self.keep:
+            shutil.rmtree(self.recent.popleft(), ignore_errors=True)
+        return mask, cutout, probs_to_u8(depth), str(folder / name)
+
+    def close(self) -> None:
+        """Remove the temporary folder now."""
+        self._finalizer()
 
 
 def build_demo(segmenter: Segmenter, examples: Sequence[str] = (), description: str = ""):
@@ -90,12 +110,14 @@ def build_demo(segmenter: Segmenter, examples: Sequence[str] = (), description: 
     outputs."""
     import gradio as gr
 
-    with gr.Blocks(title=TITLE) as demo:
+    # Gradio's own copies of uploads and outputs: removed an hour after they were made, checked every 10 minutes.
+    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"## {TITLE}\n{description}")
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Row():
-                    image = gr.Image(type="numpy", image_mode="RGB", sources=["upload", "clipboard"], label="image",
+                    # A file path, not pixels: Gradio would decode any upload before we could check its size.
+                    image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="image",
                                      elem_id="input-image", scale=2)
                     # a file path, so that 16-bit maps keep their precision (a numpy image would be 8-bit)
                     depth_in = gr.Image(type="filepath", image_mode=None, sources=["upload"], elem_id="input-depth",

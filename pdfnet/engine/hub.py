@@ -25,6 +25,7 @@ import torch
 from ..build import build_model
 from ..card import model_card
 from ..config import Config
+from ..data.io import usual_permissions
 from ..hub_files import (
     CARD_NAME,
     CONFIG_NAME,
@@ -79,6 +80,7 @@ def save_pretrained(model: torch.nn.Module, cfg: Config, directory: str | os.Pat
     with tempfile.TemporaryDirectory(prefix=f".{directory.name}.", dir=directory.parent) as tmp:
         model.save_pretrained(tmp, model_card_kwargs=card_kwargs)
         for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
+            usual_permissions(Path(tmp) / name)  # safetensors writes 0600, the other files 0644
             os.replace(Path(tmp) / name, directory / name)
     return directory
 

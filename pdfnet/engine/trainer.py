@@ -20,7 +20,8 @@ import dataclasses
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,11 @@ from ..build import build_loss, build_model
 from ..config import Config, config_to_yaml
 from ..data.dataset import DISDataset, batch_to_device
 from ..data.datasets import cache_folder, training_samples, validate_samples, validation_samples
-from ..data.io import atomic_write_bytes
+from ..data.io import atomic_write_bytes, remove_stale_temp_files, writable_folder_problem
 from ..device import configure_cuda_backends, training_amp_dtype
 from ..metrics.evaluator import LOWER_IS_BETTER
 from ..models import PDFNet
+from ..workers import loader_worker_init, process_pool
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, make_checkpoint, model_from_checkpoint
 from .compile import compile_for_training
 from .distributed import (
@@ -53,7 +55,7 @@ from .ema import EMA
 from .optim import make_optimizer
 from .rng import capture_rng, restore_rng, seed_everything, seed_worker
 from .sampler import ResumableSampler
-from .validation import metric_pool, panel_grid, validate
+from .validation import panel_grid, validate
 from .writer import BackgroundWriter, snapshot
 
 # The loss parts a run saved before the loss became a set of named terms (its state.loss_sums was a list in this
@@ -135,12 +137,17 @@ class Trainer:
                            "training under float16 autocast with loss scaling instead")
 
         notices += self._build_data()  # validates every file before anything is written
-        if self.ctx.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+        created = on_main(self.ctx, self._check_run_directory)
         seed_everything(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-        self.model = build_model(cfg, self.device)  # model.impl: the reference model, or its CPU forms on a CPU
-        if t.init_from:
-            _load_initial_weights(self.model, t.init_from, self.log)
+        try:
+            self.model = build_model(cfg, self.device)  # model.impl: the reference model, or its CPU forms on a CPU
+            if t.init_from:
+                _load_initial_weights(self.model, t.init_from, self.log)
+        except BaseException:
+            if created:  # a run that never started leaves no empty run folder behind
+                with suppress(OSError):
+                    self.out_dir.rmdir()
+            raise
         self.want_depth = self.model.has_depth_head and cfg.loss.depth_weight > 0
         self.loss_fn = build_loss(cfg, self.device)
         self.part_names = ("total",) + self.loss_fn.part_names  # what the loss returns, by name
@@ -196,6 +203,15 @@ class Trainer:
                                 f"train.accum_steps x processes = {group * self.ctx.world_size}; lower them")
         self.micro_per_epoch = self.steps_per_epoch * t.accum_steps
         return notices
+
+    def _check_run_directory(self) -> bool:
+        """Rank 0, before any work: ``train.out_dir`` can be written (made when missing), and what interrupted writes
+        of an earlier run left in it is removed. Returns whether it was made now."""
+        created = not self.out_dir.exists()
+        if problem := writable_folder_problem(self.out_dir):
+            raise TrainingError(f"train.out_dir: {problem}")
+        remove_stale_temp_files(self.out_dir)
+        return created
 
     def log(self, message: str) -> None:
         if not self.ctx.is_main:
@@ -350,7 +366,8 @@ class Trainer:
         workers = self.cfg.data.num_workers
         # The sampler yields (epoch, index), so persistent workers need no per-epoch state from this process.
         return DataLoader(self.train_set, batch_size=self.cfg.train.batch_size, sampler=self.sampler, drop_last=True,
-                          num_workers=workers, worker_init_fn=seed_worker, persistent_workers=workers > 0,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          worker_init_fn=partial(loader_worker_init, then=seed_worker),
                           generator=torch.Generator().manual_seed(self.cfg.train.seed * 7919),
                           pin_memory=self.device.type == "cuda")
 
@@ -433,7 +450,7 @@ class Trainer:
         bar = tqdm(total=math.ceil(len(self.val_samples) / self.ctx.world_size), disable=not self.show_progress,
                    desc="validate", unit="img", leave=False, dynamic_ncols=True)
         if self.metric_pool is None:
-            self.metric_pool = metric_pool(t.val_workers)
+            self.metric_pool = process_pool(t.val_workers)
         half = t.val_half if t.val_half is not None else self.amp_dtype is not None  # as the model trains
         metrics, panels = validate(model, self.val_samples, self.cfg.data.size, self.ctx, t.val_hce,
                                    self.cfg.data.num_workers, t.val_panels, progress=lambda: bar.update(1),

@@ -5,7 +5,6 @@ CPU for a DIS image) computed by a process pool while the model predicts the nex
 
 from __future__ import annotations
 
-import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import cv2
@@ -18,6 +17,7 @@ from ..data.datasets import Sample
 from ..data.io import probs_to_u8, read_depth, read_gray_u8, read_rgb_u8
 from ..metrics import Evaluator
 from ..metrics.evaluator import image_statistics
+from ..workers import loader_worker_init
 from .distributed import DistContext, gather_objects, shard
 from .predictor import Predictor
 
@@ -53,32 +53,6 @@ def make_panel(image: np.ndarray, depth: np.ndarray, gt: np.ndarray, probs: np.n
     return (torch.cat(parts, dim=2).clamp(0, 1) * 255).round().byte()
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Pool-worker initializer: end this process when the training process is gone (a SIGKILLed rank, an elastic
-    restart): an orphaned worker would hold the launcher's output pipes open and run on forever."""
-    import os
-    import threading
-    import time
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="pdfnet-parent-watch").start()
-
-
-def metric_pool(workers: int) -> ProcessPoolExecutor | None:
-    """Processes for the per-image metrics (``spawn``ed: a forked CUDA process is unsafe; they import no torch), which
-    end with the process that made them."""
-    import os
-
-    if workers <= 0:
-        return None
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
-                               initargs=(os.getpid(),))
-
-
 @torch.no_grad()
 def validate(model: torch.nn.Module, samples: list[Sample], size: int, ctx: DistContext, with_hce: bool = False,
              num_workers: int = 0, panels: int = 0, panel_size: int = 256, progress=None, half: bool = False,
@@ -95,8 +69,9 @@ def validate(model: torch.nn.Module, samples: list[Sample], size: int, ctx: Dist
     model.eval()
     predictor = Predictor(model, size=size, half=half, batch_size=batch_size)
     pairs = FullResolutionPairs(shard(samples, ctx))
+    # Its own generator, not the global RNG (exact resume).
     loader = DataLoader(pairs, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_as_is,
-                        generator=torch.Generator().manual_seed(0))  # not the global RNG (exact resume)
+                        worker_init_fn=loader_worker_init, generator=torch.Generator().manual_seed(0))
     pending, shown = [], []
     try:
         for batch in loader:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from ..data.io import probs_to_u8
+from ..workers import process_pool
 from .emeasure import adaptive_e, e_curve
 from .fmeasure import BETA2, adaptive_f, f_from_pr, mae, pr_curves
 from .hce import SkeletonCache, gt_skeleton, hce_counts
@@ -134,7 +134,7 @@ class Evaluator:
                 if progress:
                     progress(name)
             return
-        with ProcessPoolExecutor(self.workers) as pool:
+        with process_pool(self.workers) as pool:
             for name, stats in pool.map(_worker, jobs, chunksize=1):
                 self._check_name(name)
                 self._stats[name] = stats

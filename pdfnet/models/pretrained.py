@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..hub_files import pretrained_backbone_problem
+from ..hub_files import load_torch_file, pretrained_backbone_problem
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -19,7 +19,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_torch_file(path, "model.pretrained")
     for wrapper in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
