@@ -43,6 +43,21 @@ def test_outputs_keep_size_and_stem(tiny_checkpoint, photos, tmp_path, fmt, chan
         assert (result.ndim == 2) if channels is None else (result.shape[2] == channels)
 
 
+def test_overlays_and_composites_as_jpeg_or_webp(tiny_checkpoint, photos, tmp_path, capsys):
+    folder, depth = photos
+    common = ["--ckpt", str(tiny_checkpoint), "--input", str(folder), "--depth_dir", str(depth), "--device", "cpu"]
+    for file_type, extra in (("jpg", ["--format", "overlay"]), ("webp", ["--format", "rgba", "--background", "white"])):
+        out = tmp_path / file_type
+        assert predict.main([*common, "--output", str(out), "--file_type", file_type, *extra]) == 0
+        assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.{file_type}" for n in ("wide #1", "tall gray",
+                                                                                             "rgba"))
+        with Image.open(out / f"wide #1.{file_type}") as im:
+            assert im.format == {"jpg": "JPEG", "webp": "WEBP"}[file_type] and im.size == (101, 45)
+    for extra in (["--format", "mask"], ["--format", "rgba"]):  # transparency or exact values: PNG only
+        assert predict.main([*common, "--output", str(tmp_path / "x"), "--file_type", "jpg", *extra]) == 2
+        assert "--file_type jpg is for pictures without transparency" in capsys.readouterr().err
+
+
 def test_tta_and_single_file(tiny_checkpoint, photos, tmp_path):
     folder, depth = photos
     out = tmp_path / "out"

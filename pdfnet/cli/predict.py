@@ -9,7 +9,7 @@ Depth comes from --depth_dir (cached maps named like the images, 8- or 16-bit, e
 computed with Depth Anything V2 (--depth_model: folder, hub id, or small/base/large). Outputs keep the input's file
 stem: ``mask`` an 8-bit PNG, ``rgba`` the image cut out with the mask as alpha (the foreground's colours estimated
 in the soft edge, ``--foreground``; ``--background`` composites onto a colour or an image), ``overlay`` the mask
-tinted over the image. Each file is written atomically; a file that fails is reported by name, the others continue,
+tinted over the image (``--file_type jpg|webp`` for overlays and composites: a sixth of the PNG's size). Each file is written atomically; a file that fails is reported by name, the others continue,
 and the exit status is 1 at the end.
 
 --batch_size N runs N images per forward pass (N tiles with --tile) while worker processes read the next images;
@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.io import (
+    FILE_TYPES,
     IMAGE_EXTENSIONS,
     ImageReadError,
     list_images,
@@ -34,7 +35,7 @@ from ..data.io import (
     read_rgb_u8,
     remove_stale_temp_files,
     writable_folder_problem,
-    write_png,
+    write_image,
 )
 from ..engine.cutout import FOREGROUND_METHODS, OUTPUT_FORMATS, read_background, render
 from .common import (
@@ -108,10 +109,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--background", default=None, metavar="COLOR|IMAGE",
                    help="rgba: composite onto a colour (white, #RRGGBB, R,G,B) or an image (resized to each photo) "
                         "and write RGB")
+    p.add_argument("--file_type", choices=FILE_TYPES, default="png",
+                   help="overlay, or rgba with --background (pictures without transparency): jpg or webp files are "
+                        "~6x smaller than png (quality 90); masks and transparent cut-outs are always png")
     p.add_argument("--workers", type=int, default=2, help="processes reading images ahead of the model")
     add_max_pixels_argument(p)
     args = p.parse_args(argv)
     apply_max_pixels(args)
+    if args.file_type != "png" and not (args.format == "overlay" or (args.format == "rgba" and args.background)):
+        print(f"error: --file_type {args.file_type} is for pictures without transparency: --format overlay, or "
+              "--format rgba with --background (masks and transparent cut-outs are written as png)",
+              file=sys.stderr)
+        return 2
     background = None
     if args.background is not None:
         if args.format != "rgba":
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                     failures.append(f"{name}: {error}")
                     continue
                 out = render(image, probs_to_u8(probs), args.format, args.foreground, background)
-                writes.append((name, writer.submit(write_png, args.output / f"{name}.png", out)))
+                writes.append((name, writer.submit(write_image, args.output / f"{name}.{args.file_type}", out)))
             bar.update(len(batch))
             batch.clear()
 
@@ -217,5 +226,5 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if failures:
         print_failures(failures, f"{len(failures)} of {len(inputs)} image(s) failed:")
         return 1
-    print(f"wrote {len(inputs)} {args.format} PNG(s) to {args.output}")
+    print(f"wrote {len(inputs)} {args.format} {args.file_type.upper()}(s) to {args.output}")
     return 0

@@ -253,6 +253,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+FILE_TYPES = ("png", "jpg", "webp")  # what write_image writes; jpg and webp for 3-channel pictures only
+LOSSY_QUALITY = 90
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = LOSSY_QUALITY) -> None:
+    """Atomically write ``image`` in the format its suffix names: ``.png`` as :func:`write_png`, ``.jpg``/``.webp``
+    (uint8 RGB [H,W,3] only, at ``quality``) for pictures a viewer looks at (a 12 MP overlay is 24 MB as PNG)."""
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        return write_png(path, image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{path.name}: only 8-bit RGB pictures are written as {path.suffix}; masks and cut-outs "
+                         "with transparency need .png")
+    flag = {".jpg": cv2.IMWRITE_JPEG_QUALITY, ".jpeg": cv2.IMWRITE_JPEG_QUALITY, ".webp": cv2.IMWRITE_WEBP_QUALITY}
+    ok, buf = cv2.imencode(path.suffix.lower(), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                           [flag[path.suffix.lower()], int(quality)])
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write_bytes(path, buf.tobytes())
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Atomically write a uint8 [H,W] or [H,W,C] (RGB/RGBA order) array, or a uint16 [H,W] map (16-bit depth), as
     PNG."""
