@@ -12,6 +12,7 @@ import sys
 from importlib import metadata
 
 import numpy as np
+import torch
 
 from conftest import REPO, official_reference
 from pdfnet.cli import COMMANDS, main
@@ -209,8 +210,23 @@ def test_every_flag_a_hint_names_exists(tmp_path, tiny_checkpoint, capsys):
                                  "--data_root", str(tmp_path / "no")]),
                        ("depth", ["depth", "--data_root", str(tmp_path / "no"), "--device", "cpu"]),
                        ("predict", ["predict", "--ckpt", str(tiny_checkpoint), "--input", str(tmp_path / "no.png"),
-                                    "--output", str(tmp_path / "o"), "--device", "cpu", "--depth_dir", "."])):
+                                    "--output", str(tmp_path / "o"), "--device", "cpu", "--depth_dir", "."]),
+                       ("convert", ["convert", str(tiny_checkpoint), str(tmp_path / "c.pth")])):
         assert name in COMMANDS
         main(argv)
         named = set(re.findall(r"(?<![\w-])--[a-z_]+", capsys.readouterr().err))
         assert named <= options(name), (name, named - options(name))
+
+
+def test_convert_writes_our_own_checkpoint_as_a_hub_folder_and_says_a_copy_is_not_needed(tiny_checkpoint, tmp_path,
+                                                                                         capsys):
+    from pdfnet.engine.inference import load_model
+
+    assert main(["convert", str(tiny_checkpoint), str(tmp_path / "copy.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "already a checkpoint of this project" in err and "--hub_dir DIR" in err
+    assert not (tmp_path / "copy.pth").exists()
+    assert main(["convert", str(tiny_checkpoint), "--hub_dir", str(tmp_path / "hub")]) == 0
+    (ours, cfg), (hub, hub_cfg) = load_model(tiny_checkpoint, "cpu"), load_model(tmp_path / "hub", "cpu")
+    assert hub_cfg.data.size == cfg.data.size == 128
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), hub.state_dict().values()))

@@ -9,8 +9,9 @@ Depth comes from --depth_dir (cached maps named like the images, 8- or 16-bit, e
 computed with Depth Anything V2 (--depth_model: folder, hub id, or small/base/large). Outputs keep the input's file
 stem: ``mask`` an 8-bit PNG, ``rgba`` the image cut out with the mask as alpha (the foreground's colours estimated
 in the soft edge, ``--foreground``; ``--background`` composites onto a colour or an image), ``overlay`` the mask
-tinted over the image (``--file_type jpg|webp`` for overlays and composites: a sixth of the PNG's size). Each file is written atomically; a file that fails is reported by name, the others continue,
-and the exit status is 1 at the end.
+tinted over the image (``--file_type jpg|webp`` for overlays and composites: a sixth of the PNG's size). Each file
+is written atomically; a file that fails is reported by name, the others continue, and the exit status is 1 at the
+end.
 
 --batch_size N runs N images per forward pass (N tiles with --tile) while worker processes read the next images;
 --half runs under bf16 autocast; --tile adds full-resolution tiles to the global pass for images larger than --size.

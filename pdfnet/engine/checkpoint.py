@@ -56,6 +56,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+def is_own_checkpoint(obj: dict[str, Any]) -> bool:
+    """Whether a loaded checkpoint dict is one of this project's (weights with their config), not an official one."""
+    return obj.get("format") == FORMAT or ("model" in obj and "config" in obj)
+
+
 def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
                           impl: str | None = None) -> tuple[PDFNet, Config]:
     """Build the model stored in ``path`` on ``device`` (``model.impl``, or ``impl`` when given, decides the
@@ -80,7 +85,7 @@ def _read_model(path: str | os.PathLike) -> tuple[Config, dict[str, torch.Tensor
             raise CheckpointError(str(err)) from err
         return cfg, state, f"{path}: model.safetensors does not fit config.json"
     obj = load_checkpoint(path)
-    if obj.get("format") == FORMAT or ("model" in obj and "config" in obj):
+    if is_own_checkpoint(obj):
         try:
             cfg = config_from_dict(obj["config"])
         except ConfigError as err:
