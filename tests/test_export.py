@@ -49,6 +49,42 @@ def test_dynamic_export_matches_pytorch_on_two_sizes(tiny_checkpoint, tmp_path, 
             p.add_(0.05 * torch.randn_like(p))
     assert verify_onnx(other, out, 128, [(1, 128, 192)])[0][1] > 1e-3
 
+    # The onnxruntime example of the docs, as written, in a folder with its three files; its session prints nothing.
+    run_docs_example(out, tiny_checkpoint, tmp_path / "example")
+
+
+def run_docs_example(onnx_file, checkpoint, folder) -> None:
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from pdfnet.data.io import read_gray_u8, write_png
+    from pdfnet.engine.inference import load_model, predict_probs
+
+    text = (REPO / "docs" / "inference-and-export.md").read_text(encoding="utf-8")
+    code = re.search(r"### Run it with onnxruntime.*?```python\n(.*?)```", text, re.S).group(1)
+    folder.mkdir()
+    shutil.copy(onnx_file, folder / "pdfnet.onnx")
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (90, 150, 3), dtype=np.uint8)
+    depth = (rng.random((90, 150)) * 65535).astype(np.uint16)
+    write_png(folder / "photo_depth.png", depth)
+    from PIL import Image
+
+    Image.fromarray(photo).save(folder / "photo.jpg", quality=100)
+    result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.strip() == "", result.stderr[-2000:]  # no onnxruntime warnings
+    model, _ = load_model(checkpoint, "cpu")
+    rgb = np.asarray(Image.open(folder / "photo.jpg").convert("RGB"))
+    expected = np.rint(predict_probs(model, rgb, depth.astype(np.float32) / 65535, size=128) * 255)
+    assert np.abs(read_gray_u8(folder / "photo_mask.png").astype(int) - expected).max() <= 1
+
 
 def test_fixed_export_has_the_model_shape(knobs_checkpoint, tmp_path, capsys):
     """Through the `pdfnet export` command (the same main() as scripts/export_onnx.py), for a model with

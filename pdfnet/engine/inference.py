@@ -39,7 +39,10 @@ def to_model_inputs(image_rgb: np.ndarray, depth: np.ndarray, size: int | tuple[
     ``size`` is S or (S_h, S_w). The uint8 image travels to the device before it is converted (4x less traffic).
     """
     size = (size, size) if isinstance(size, int) else tuple(size)
-    image = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device).permute(2, 0, 1)[None].float() / 255
+    image_rgb = np.ascontiguousarray(image_rgb)
+    if not image_rgb.flags.writeable:  # e.g. np.asarray(PIL image): torch warns about read-only arrays
+        image_rgb = image_rgb.copy()
+    image = torch.from_numpy(image_rgb).to(device).permute(2, 0, 1)[None].float() / 255
     image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
     mean, std = imagenet_normalisation(torch.device(device))  # on the device once, not copied per image
     depth_t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)).to(device)[None, None]
