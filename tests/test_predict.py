@@ -129,18 +129,21 @@ def test_bad_batch_size_and_overlap(tiny_checkpoint, photos, tmp_path, capsys):
     folder, depth = photos
     common = ["--ckpt", str(tiny_checkpoint), "--input", str(folder), "--output", str(tmp_path / "o"),
               "--depth_dir", str(depth), "--device", "cpu"]
-    assert predict.main(common + ["--batch_size", "0"]) == 2
-    assert "--batch_size must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        predict.main(common + ["--batch_size", "0"])
+    assert info.value.code == 2 and "argument --batch_size: must be at least 1, got 0" in capsys.readouterr().err
     assert predict.main(common + ["--tile", "--tile_overlap", "128"]) == 2
     assert "--tile_overlap must be in [1, 128) pixels, got 128" in capsys.readouterr().err
 
 
 def test_a_bad_size_is_an_argument_error_before_any_image_is_read(tiny_checkpoint, photos, tmp_path, capsys):
     folder, depth = photos
-    for flag, value, message in (("--size", "100", "--size must be a multiple of 64 and at least 128"),
-                                 ("--batch_size", "0", "--batch_size must be at least 1")):
-        assert predict.main(["--ckpt", str(tiny_checkpoint), "--input", str(folder), "--output", str(tmp_path / "o"),
-                             "--depth_dir", str(depth), "--device", "cpu", flag, value]) == 2
+    for flag, value, message in (("--size", "100", "argument --size: must be a multiple of 64 from 128"),
+                                 ("--batch_size", "0", "argument --batch_size: must be at least 1")):
+        with pytest.raises(SystemExit) as info:
+            predict.main(["--ckpt", str(tiny_checkpoint), "--input", str(folder), "--output", str(tmp_path / "o"),
+                          "--depth_dir", str(depth), "--device", "cpu", flag, value])
+        assert info.value.code == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()

@@ -210,6 +210,7 @@ class Trainer:
         created = not self.out_dir.exists()
         if problem := writable_folder_problem(self.out_dir):
             raise TrainingError(f"train.out_dir: {problem}")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.out_dir)
         return created
 
