@@ -26,6 +26,12 @@ else:
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow (multi-process, minute-long) tests first: pytest-xdist then starts them at once and balances the
+    short ones around them, instead of one worker finishing a long test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def load_script(name: str) -> ModuleType:
     """scripts/<name>.py as a module (to call its main() or helpers in this process)."""
     spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")

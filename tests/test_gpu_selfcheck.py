@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import REPO
@@ -15,6 +16,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import gpu_selfcheck  # noqa: E402
 
 
+@pytest.mark.slow
 def test_quick_cpu_run_of_every_section(tmp_path):
     cmd = [sys.executable, str(REPO / "scripts" / "gpu_selfcheck.py"), "--device", "cpu", "--quick",
            "--compile_backend", "eager", "--out", str(tmp_path)]

@@ -252,8 +252,7 @@ def test_benchmark_gpu_quick_runs_every_section_on_cpu(tmp_path):
     inference = results["inference"]["rows"]
     assert {r["impl"] for r in inference} == {"ours eager", "ours compiled"} and all(r["mfu"] > 0 for r in inference)
     training = results["training"]["rows"]
-    assert {(r["impl"], r["grad_checkpointing"]) for r in training} >= {("ours eager", "none"),
-                                                                         ("ours compiled", "none")}
+    assert {(r["impl"], r["grad_checkpointing"]) for r in training} == {("ours eager", "none")}
     assert all(r["host_issue_s"] > 0 and r["tflop_per_step"] > 0 for r in training)
     assert results["training"]["hours_per_100_epochs"]["validation"] > 0
     impl = {(r["impl"], r["grad_checkpointing"]): r for r in results["impl"]["rows"]}

@@ -192,8 +192,11 @@ def _model_cases() -> list[Case]:
         model = PDFNet(backbone="swin_tiny_test", emb_dim=16, drop_path=0.0, fusion_dropout=0.0)
         return model
 
-    # The conv layouts are checked module by module (the decoder cases); the whole model once per dtype.
-    return [Case("tiny_256", _seeded(make), inputs, layouts=(False,)),
+    # The conv layouts are checked module by module (the decoder cases); the whole model once per dtype: float32 at
+    # 256² and 192x320, bf16 (emulated on most CPUs, ~4x slower) at 128².
+    return [Case("tiny_256", _seeded(make), inputs, dtypes=(torch.float32,), layouts=(False,)),
+            Case("tiny_128", _seeded(make), lambda dt: inputs(dt, 128, 128), dtypes=(torch.bfloat16,),
+                 layouts=(False,)),
             Case("tiny_192x320", _seeded(make), lambda dt: inputs(dt, 192, 320), dtypes=(torch.float32,),
                  layouts=(True,))]
 
