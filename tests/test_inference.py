@@ -90,6 +90,19 @@ def test_uniform_tiles_are_skipped_and_blend_smoothly():
     assert model.calls == 1 + count_tiles(600, 900, 256, 64)
 
 
+@pytest.mark.parametrize("bias, batch", [(-30.0, 1), (0.0, 3)])  # every tile skipped; every tile run, in batches
+def test_tile_progress_reports_every_tile_once(bias, batch):
+    image, depth = _image(600, 900)
+    seen = []
+    predictor = Predictor(PointwiseModel(bias=bias), size=256, tile=True, tile_overlap=64, batch_size=batch,
+                          tile_progress=lambda done, total: seen.append((done, total)))
+    predictor([image], [depth])
+    total = count_tiles(600, 900, 256, 64)
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
+    assert all(a[0] < b[0] and a[1] == b[1] == total for a, b in zip(seen, seen[1:]))
+    assert len(seen) == 1 + (total if bias else -(-total // batch))
+
+
 def test_image_within_one_tile_equals_plain_path(tiny_model):
     for h, w in ((128, 128), (100, 77)):
         image, depth = _image(h, w)

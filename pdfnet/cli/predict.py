@@ -197,7 +197,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         depths = estimator(images) if estimator is not None else [depth for _, depth in pairs]
         return predictor(images, depths)
 
-    with ThreadPoolExecutor(max_workers=2) as writer, tqdm(total=len(inputs), desc="predicting", unit="img") as bar:
+    with ThreadPoolExecutor(max_workers=2) as writer, tqdm(total=len(inputs), desc="predicting", unit="img") as bar, \
+            tqdm(desc="tiles", unit="tile", position=1, leave=False, disable=not predictor.tile) as tiles:
+        def tile_progress(done: int, total: int) -> None:  # a 12 MP photo is ~50 tiles at 1024: minutes on a CPU
+            if done == 0:
+                tiles.reset(total=total)
+            tiles.n = done
+            tiles.refresh()
+
+        predictor.tile_progress = tile_progress
         batch: list[tuple[str, np.ndarray, np.ndarray | None]] = []
 
         def flush() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ class Predictor:
     tile: bool = False
     tile_overlap: int = 0  # 0: a quarter of the tile (model) size
     tile_skip_confidence: float = 0.98
+    tile_progress: Callable[[int, int], None] | None = None  # (tiles done, tiles of this image), e.g. a progress bar
 
     @classmethod
     def from_config(cls, model: torch.nn.Module, cfg: Config, **overrides) -> Predictor:
@@ -60,7 +61,7 @@ class Predictor:
         if self.tile:
             return [predict_probs_tiled(self.model, im, de, self.size, tta=self.tta, half=self.half,
                                         overlap=self.overlap, batch_size=self.batch_size,
-                                        skip_confidence=self.tile_skip_confidence)
+                                        skip_confidence=self.tile_skip_confidence, progress=self.tile_progress)
                     for im, de in zip(images, depths)]
         out = []
         for start in range(0, len(images), self.batch_size):

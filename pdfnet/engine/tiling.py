@@ -14,6 +14,7 @@ is two 1-D arrays).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -77,20 +78,25 @@ def _is_uniform(global_probs: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, 
 @torch.no_grad()
 def predict_probs_tiled(model: torch.nn.Module, image_rgb: np.ndarray, depth: np.ndarray, size: int = 1024,
                         tta: bool = False, half: bool = False, overlap: int = 256, batch_size: int = 1,
-                        skip_confidence: float = 0.98) -> np.ndarray:
+                        skip_confidence: float = 0.98,
+                        progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Foreground probabilities float32 [H,W] for one image, from a global pass and full-resolution S x S tiles.
 
     Tiles overlap by at least ``overlap`` pixels and run ``batch_size`` at a time. ``skip_confidence`` c: tiles where
     the global pass is confidently uniform are not run (c >= 1: every tile runs). An image no larger than one tile
     (H <= S and W <= S) takes the plain path, so its result equals :func:`predict_probs`.
 
-    The model normalises each tile's depth crop to [0, 1] on its own, as it does for any input.
+    The model normalises each tile's depth crop to [0, 1] on its own, as it does for any input. ``progress(done,
+    total)`` is called after the global pass and after each batch of tiles (skipped tiles count as done).
     """
     height, width = image_rgb.shape[:2]
     if height <= size and width <= size:
         return predict_probs(model, image_rgb, depth, size, tta, half)
     global_probs = predict_model_size(model, [image_rgb], [depth], size, tta, half)[0, 0]
     ys, xs = tile_starts(height, size, overlap), tile_starts(width, size, overlap)
+    done, total = 0, len(ys) * len(xs)
+    if progress is not None:
+        progress(done, total)
     span_y, span_x = min(size, height), min(size, width)
     out = np.zeros((height, width), np.float32)  # weighted sum of tile probabilities, then the result
     # Per tile row / column: its 1-D blending window and the rows / columns of the global map's resize it covers.
@@ -109,11 +115,18 @@ def predict_probs_tiled(model: torch.nn.Module, image_rgb: np.ndarray, depth: np
 
     pending: list[tuple[int, int]] = []
 
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
     def run_pending() -> None:
         crops = [(image_rgb[y:y + span_y, x:x + span_x], depth[y:y + span_y, x:x + span_x]) for y, x in pending]
         probs = predict_model_size(model, [c[0] for c in crops], [c[1] for c in crops], size, tta, half)
         for (y, x), p in zip(pending, probs):
             accumulate(y, x, probs_at_size(p, span_y, span_x))
+        advance(len(pending))
         pending.clear()
 
     for y in ys:
@@ -121,6 +134,7 @@ def predict_probs_tiled(model: torch.nn.Module, image_rgb: np.ndarray, depth: np
             if _is_uniform(global_probs, resize_y[y], resize_x[x], skip_confidence):
                 region = resize_y[y] @ global_probs @ resize_x[x].T
                 accumulate(y, x, region.clamp_(0, 1).cpu().numpy())
+                advance(1)
                 continue
             pending.append((y, x))
             if len(pending) == batch_size:
