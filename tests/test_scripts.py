@@ -263,3 +263,13 @@ def test_benchmark_gpu_quick_runs_every_section_on_cpu(tmp_path):
     assert all(r["scaling_efficiency"] > 0 for r in results["ddp"]["rows"])
     text = (tmp_path / "benchmark_gpu.md").read_text()
     assert all(f"## {name}" in text for name in bench.SECTIONS[1:])
+
+
+def test_tile_depth_study_prints_its_three_ways(tiny_checkpoint):
+    done = _run("scripts/tile_depth_study.py", "--ckpt", str(tiny_checkpoint), "--scenes", "1", "--scale", "2",
+                timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    values = {line[:24].strip(): [float(v) for v in line[24:].split()] for line in lines[2:]}
+    assert list(values) == ["plain", "tiles, per-tile depth", "tiles, per-image depth"]
+    assert all(len(v) == 2 and 0 <= v[0] <= 1 and v[1] > 0 for v in values.values())
