@@ -7,6 +7,7 @@ official code produced with them (CPU, float32, 256x256). They skip when ../shar
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,9 @@ import torch
 from conftest import REFERENCE, REPO, load_script, official_reference
 from pdfnet.engine.checkpoint import CheckpointError, model_from_checkpoint
 from pdfnet.models import PDFNet
+from pdfnet.models.backbone import relative_position_index
 from pdfnet.models.official import (
+    _SOBEL,
     OFFICIAL_KEY_COUNTS,
     OfficialCheckpointError,
     detect_variant,
@@ -179,3 +182,26 @@ def test_training_loss_equals_the_official_v2025_03_forward():
         assert abs(loss["v2025.03"] - official["total_loss"]) <= tolerance, name
         if name == "small":  # v2026's smoothing misses the official loss by far more than the tolerance here
             assert abs(loss["v2026"] - official["total_loss"]) > 10 * tolerance
+
+
+def test_the_general_checkpoints_key_layout_converts_as_v2025_03(tmp_path):
+    """PDF-Generally.pth (Tennineee/PDFNet-General; DIS-5K plus high-resolution salient-object sets) cannot be
+    downloaded here: a state dict of its exact keys and shapes, random values, loads as the released version."""
+    lines = (Path(__file__).parent / "data" / "pdfnet_general_keys.txt").read_text().splitlines()
+    shapes = {key: [int(n) for n in shape.strip("[]").split(",") if n.strip()]
+              for key, shape in (line.rsplit(" [", 1) for line in lines if not line.startswith("#"))}
+    assert len(shapes) == OFFICIAL_KEY_COUNTS["v2025.03"]
+    g = torch.Generator().manual_seed(0)
+    state = {k: 0.02 * torch.randn(s, generator=g) for k, s in shapes.items()}
+    for key in state:  # facts, not weights: the loader checks them
+        if key.endswith("relative_position_index"):
+            state[key] = relative_position_index(12)
+    state.update(_SOBEL)
+    model = load_official(state)
+    assert model.variant == "v2025.03" and model.has_depth_head
+    path = tmp_path / "PDF-Generally.pth"
+    torch.save({"model": state}, path)  # as the official training script wraps it
+    loaded, cfg = model_from_checkpoint(path)
+    assert cfg.model.variant == "v2025.03"
+    key = "decoder.FSE_mix.0.IP.Att.in_proj_weight"
+    assert torch.equal(loaded.state_dict()[official_to_ours(key)], state[key])
