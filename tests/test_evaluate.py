@@ -291,3 +291,33 @@ def test_a_missing_split_is_reported_before_any_split_is_predicted(tiny_checkpoi
                           "--device", "cpu", "--no_hce", "--save_dir", str(saved)]) == 2
     assert "DIS-TE4" in capsys.readouterr().err
     assert not saved.exists()  # nothing was predicted
+
+
+def test_depth_ablation_gives_one_row_per_generator_and_caches_the_maps(tiny_checkpoint, tiny_depth_model, tmp_path,
+                                                                         capsys):
+    import shutil
+
+    from pdfnet.cli.evaluate import generator_folder
+
+    root = tmp_path / "DIS5K"
+    _make_split(root, "DIS-TE1", 2, depth=False)
+    other = tmp_path / "other_da"  # a second generator: the same tiny model, other weights
+    shutil.copytree(tiny_depth_model, other)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(other / "model.safetensors")
+    save_file({k: v * 1.5 if v.is_floating_point() else v for k, v in weights.items()}, other / "model.safetensors")
+    argv = ["--ckpt", str(tiny_checkpoint), "--split", "DIS-TE1", "--data_root", str(root), "--device", "cpu",
+            "--no_hce", "--depth_models", str(tiny_depth_model), str(other), "--json", str(tmp_path / "a.json")]
+    assert evaluate.main(argv) == 0
+    first = capsys.readouterr().out
+    folders = [root / "DIS-TE1" / generator_folder(str(g)) for g in (tiny_depth_model, other)]
+    assert all(len(list(f.glob("*.png"))) == 2 for f in folders)
+    stamps = {p: p.stat().st_mtime_ns for f in folders for p in f.iterdir()}
+    rows = [line for line in first.splitlines() if line.startswith("DIS-TE1")]
+    assert len(rows) == 2 and f"{tiny_depth_model} (" in first and f"{other} (" in first
+    assert evaluate.main(argv) == 0  # a rerun reads the cached maps
+    assert {p: p.stat().st_mtime_ns for f in folders for p in f.iterdir()} == stamps
+    assert "0 to compute" in capsys.readouterr().out
+    payload = json.loads((tmp_path / "a.json").read_text())["checkpoints"]
+    assert len(payload) == 2

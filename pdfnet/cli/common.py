@@ -56,6 +56,9 @@ def checkpoint_problem(source: str | os.PathLike) -> str | None:
             "or a hub id owner/name)")
 
 
+GENERATOR_HELP = ("the depth generator: small/base/large (Depth Anything V2 = the paper's PDFNet-S/B/L, also S/B/L), "
+                  "v1-large, dpt-large, zoedepth, depth-pro, prompt-depth-anything, the hub id of any transformers "
+                  "depth model, or a folder")
 CHECKPOINT_HELP = "our .pth, an official checkpoint, a save_pretrained folder or a hub id"
 
 

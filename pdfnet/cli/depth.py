@@ -33,7 +33,7 @@ from ..data.io import (
     writable_folder_problem,
     write_png,
 )
-from ..depth.ids import MODEL_IDS
+from ..depth.ids import PRESETS
 from .common import (
     add_device_argument,
     add_max_pixels_argument,
@@ -44,6 +44,7 @@ from .common import (
     run_batch,
 )
 
+PAPER_SIZES = tuple(PRESETS.values())  # small, base, large
 DEFAULT_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
 
@@ -61,8 +62,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--data_root", type=Path, required=True,
                    help="dataset root holding the split folders (e.g. DIS5K with DIS-TR, DIS-VD, DIS-TE1..4)")
     p.add_argument("--splits", nargs="+", default=None, help="split folders (default: the DIS-5K splits present)")
-    p.add_argument("--model", default=None, help="local Depth Anything folder or hub id (overrides --model_size)")
-    p.add_argument("--model_size", choices=sorted(MODEL_IDS), default="large", help="Depth Anything V2 size")
+    p.add_argument("--model", default=None, help="any depth generator: a name (v1-large, dpt-large, zoedepth, "
+                   "depth-pro, ...), the hub id of a transformers depth model, or a folder (overrides --model_size)")
+    p.add_argument("--model_size", choices=[*PAPER_SIZES, *PRESETS], default="large",
+                   help="Depth Anything V2 size: small/base/large = the paper's PDFNet-S/B/L (S/B/L also work)")
     p.add_argument("--input_size", type=int, default=518,
                    help="short-side input size; the network input is rounded to multiples of 14 as Depth "
                         "Anything's infer_image does (the paper's depth-loss target uses 1024)")
@@ -133,8 +136,9 @@ def compute_maps(args: argparse.Namespace, n_jobs: int, todo: list[tuple[Path, P
         return 0
     estimator, error = None, None
     try:
+        flag = getattr(args, "flag", None) or ("--model" if args.model else "--model_size")
         estimator = DepthEstimator(args.model or args.model_size, device=device, input_size=args.input_size,
-                                   flag="--model" if args.model else "--model_size", folder_flag="--model")
+                                   flag=flag, folder_flag=None if flag == "--depth_models" else "--model")
     except (RuntimeError, FileNotFoundError) as err:
         error = err
     try:

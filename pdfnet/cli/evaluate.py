@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from ..metrics import Evaluator
 from ..metrics.report import PAPER_METHODS, TABLE_FORMATS, format_table
 from .common import (
     CHECKPOINT_HELP,
+    GENERATOR_HELP,
     add_device_argument,
     add_max_pixels_argument,
     apply_max_pixels,
@@ -65,8 +67,12 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--data_root", type=Path, default=None, help="DIS-5K root (default: the checkpoint config's)")
     p.add_argument("--depth_dir", default=None, help="depth folder name inside a split (default: config's)")
     p.add_argument("--depth_model", default=None,
-                   help="compute depth with Depth Anything V2 (folder, hub id, small/base/large) for splits "
+                   help="compute depth for splits without cached maps: " + GENERATOR_HELP + "; for splits "
                         "without cached maps")
+    p.add_argument("--depth_models", nargs="+", default=None, metavar="GENERATOR",
+                   help="the paper's depth ablation without retraining: every --ckpt once per depth generator (one "
+                        "table row each; names as --depth_model); maps are computed once and cached in "
+                        "<split>/depth_<generator>, so a rerun only evaluates (needs --data_root)")
     p.add_argument("--size", type=model_size, default=None, help="model input size (default: the checkpoint config's)")
     p.add_argument("--tta", action="store_true", default=None,
                    help="flip x scales {0.75, 1, 1.25}, as the official evaluation")
@@ -102,7 +108,36 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     for ckpt in args.ckpt or []:
         if problem := checkpoint_problem(ckpt):
             p.error(problem)
+    if args.depth_models and (args.depth_dir or args.depth_model or not args.ckpt or not args.data_root):
+        p.error("--depth_models takes --ckpt and --data_root, and names every depth source itself (no --depth_dir "
+                "or --depth_model)")
     return args
+
+
+def generator_folder(generator: str) -> str:
+    """Where a generator's maps are cached inside a split: depth_large, depth_v1-small, depth_owner_model..."""
+    return "depth_" + re.sub(r"[^A-Za-z0-9._-]+", "_", generator.strip("/")).strip("_")
+
+
+def cache_generator_maps(args: argparse.Namespace, generator: str, ctx, device) -> str:
+    """Compute the maps of ``generator`` that are not yet cached, for every split evaluated (sharded under
+    torchrun, as ``pdfnet depth``); returns the folder name."""
+    from .depth import compute_maps, image_folder
+
+    folder = generator_folder(generator)
+    splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
+    todo, total = [], 0
+    for split in splits:
+        if not (args.data_root / split).is_dir():
+            raise FileNotFoundError(f"split folder not found: {args.data_root / split} (--data_root, --split)")
+        images = list_images(image_folder(args.data_root / split, None))
+        total += len(images)
+        todo += [(path, args.data_root / split / folder / f"{stem}.png") for stem, path in images.items()
+                 if not (args.data_root / split / folder / f"{stem}.png").exists()]
+    options = argparse.Namespace(model=generator, model_size=None, input_size=518, batch_size=1, flag="--depth_models")
+    if compute_maps(options, total, todo, len(splits), ctx, device) != 0:
+        raise RuntimeError(f"depth generator {generator}: some maps could not be made (listed above)")
+    return folder
 
 
 def new_evaluator(args: argparse.Namespace, workers: int = 1) -> Evaluator:
@@ -262,11 +297,17 @@ def evaluate_checkpoints(args: argparse.Namespace) -> tuple[dict, list[str]]:
         if clashes:  # their rows (and --save_dir folders) would be indistinguishable: the second would overwrite
             raise ValueError(f"--ckpt: several checkpoints are labelled {', '.join(clashes)} (parent folder/file "
                              "name); rename or copy one")
+        sources = [None] if not args.depth_models else args.depth_models
+        save_dir = args.save_dir
         for ckpt in ckpts:
-            results, failures = evaluate_checkpoint(args, ckpt, ctx, device, several=len(ckpts) > 1)
-            if failures:  # every rank has the gathered list and stops here; rank 0 reports it
-                return {}, (failures if ctx.is_main else [])
-            out[ckpt] = results
+            for generator in sources:
+                if generator is not None:  # the depth ablation: this generator's cached maps
+                    args.depth_dir = cache_generator_maps(args, generator, ctx, device)
+                    args.save_dir = save_dir / generator_folder(generator) if save_dir else None
+                results, failures = evaluate_checkpoint(args, ckpt, ctx, device, several=len(ckpts) > 1)
+                if failures:  # every rank has the gathered list and stops here; rank 0 reports it
+                    return {}, (failures if ctx.is_main else [])
+                out[ckpt if generator is None else f"{ckpt}#depth={generator}"] = results
         return (out if ctx.is_main else {}), []
     finally:
         shutdown(ctx)
@@ -288,7 +329,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if failures:
         print_failures(failures, f"{len(failures)} image(s) failed; no results written:")
         return 1
-    several = len(by_ckpt) > 1
+    several = len(by_ckpt) > 1 or bool(getattr(args, "depth_models", None))  # ablation rows: per generator
     table = {((split, _method_label(ckpt)) if several else split): r["metrics"]
              for ckpt, results in by_ckpt.items() for split, r in results.items()}
     print()
@@ -303,6 +344,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 def _method_label(ckpt: str) -> str:
-    """A checkpoint's row label: run/best.pth -> run/best (parent folder kept: runs often share file names)."""
+    """A checkpoint's row label: run/best.pth -> run/best (parent folder kept: runs often share file names); a
+    depth-ablation row is its generator's name and the checkpoint's label."""
+    if "#depth=" in ckpt:
+        ckpt, generator = ckpt.split("#depth=", 1)
+        return f"{generator} ({_method_label(ckpt)})"
     path = Path(ckpt)
     return f"{path.parent.name}/{path.stem}" if path.suffix == ".pth" and path.parent.name else path.name or ckpt

@@ -6,7 +6,8 @@
   pdfnet predict --ckpt best.pth --input big_photos/ --output masks/ --depth_model large --tile --half
 
 Depth comes from --depth_dir (cached maps named like the images, 8- or 16-bit, e.g. from prepare_depth.py) or is
-computed with Depth Anything V2 (--depth_model: folder, hub id, or small/base/large). Outputs keep the input's file
+computed on the fly (--depth_model: Depth Anything V2 small/base/large = the paper's PDFNet-S/B/L, any transformers
+depth model by name or hub id, or a folder; see docs/data-and-depth.md). Outputs keep the input's file
 stem: ``mask`` an 8-bit PNG, ``rgba`` the image cut out with the mask as alpha (the foreground's colours estimated
 in the soft edge, ``--foreground``; ``--background`` composites onto a colour or an image), ``overlay`` the mask
 tinted over the image (``--file_type jpg|webp`` for overlays and composites: a sixth of the PNG's size). Each file
@@ -40,6 +41,7 @@ from ..data.io import (
 )
 from ..engine.cutout import FOREGROUND_METHODS, OUTPUT_FORMATS, read_background, render
 from .common import (
+    GENERATOR_HELP,
     add_checkpoint_argument,
     add_device_argument,
     add_max_pixels_argument,
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--output", type=Path, required=True, help="output folder")
     depth = p.add_mutually_exclusive_group(required=True)
     depth.add_argument("--depth_dir", type=Path, help="cached depth maps, one per image stem")
-    depth.add_argument("--depth_model", help="Depth Anything V2 folder, hub id, or small/base/large")
+    depth.add_argument("--depth_model", help=GENERATOR_HELP)
     p.add_argument("--size", type=model_size, default=None, help="model input size (default: the checkpoint config's)")
     p.add_argument("--tta", action="store_true", default=None, help="flip x scales {0.75, 1, 1.25}, averaged logits")
     p.add_argument("--batch_size", type=positive_int, default=None,

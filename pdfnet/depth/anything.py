@@ -1,10 +1,15 @@
-"""Depth Anything V2 through transformers: pseudo-depth maps as PDFNet expects them.
+"""Pseudo-depth maps as PDFNet expects them (1 = nearest, per-image min-max normalised), from Depth Anything or any
+``transformers`` depth-estimation model.
 
-Pre-processing is Depth Anything V2's own ``infer_image`` (not the transformers image processor, whose resize keeps
-the aspect ratio differently): RGB in [0,1], aspect-preserving bicubic resize so that both sides are at least
-``input_size`` (518) and multiples of 14, ImageNet normalisation; the predicted relative depth (larger = nearer) is
-resized back to the image with bilinear ``align_corners=True`` and min-max normalised per image to [0,1], as the
-official preparation notebook does before saving.
+For Depth Anything (V1 and V2, relative depth), pre-processing is Depth Anything V2's own ``infer_image`` (not the
+transformers image processor, whose resize keeps the aspect ratio differently): RGB in [0,1], aspect-preserving
+bicubic resize so that both sides are at least ``input_size`` (518) and multiples of 14, ImageNet normalisation; the
+predicted relative depth (larger = nearer) is resized back to the image with bilinear ``align_corners=True`` and
+min-max normalised per image to [0,1], as the official preparation notebook does before saving.
+
+Any other depth-estimation architecture (DPT, ZoeDepth, Depth Pro, Prompt Depth Anything without a prompt, ...) runs
+with its own image processor and post-processing (``post_process_depth_estimation``, back at the image's size); an
+output in metres (``metric``: near = small) is inverted first, so that near is bright as PDFNet expects.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch.nn.functional as F
 
 from ..device import half_dtype, resolve_device
 from ..hub_files import HubFilesError, local_model_folder
-from .ids import MODEL_IDS
+from .ids import resolve_generator
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -57,8 +62,8 @@ class DepthEstimator:
                  alternative: str = "") -> None:
         from transformers import AutoModelForDepthEstimation
 
-        source = MODEL_IDS.get(model, model)
-        folder = local_model_folder(source, required=("config.json",), what="the Depth Anything model",
+        source = resolve_generator(model)
+        folder = local_model_folder(source, required=("config.json",), what="the depth model",
                                     flag=flag, allow_patterns=["*.json", "*.safetensors"], folder_flag=folder_flag,
                                     alternative=alternative)
         try:  # safetensors only: a pickled pytorch_model.bin could run code while it loads
@@ -71,6 +76,12 @@ class DepthEstimator:
         self.model.to(self.device).eval()
         self.input_size = input_size
         self.autocast_dtype = depth_autocast_dtype(self.device, half)
+        self.output = output_kind(self.model.config)
+        self.processor = None
+        if self.model.config.model_type != "depth_anything":
+            from transformers import AutoImageProcessor
+
+            self.processor = AutoImageProcessor.from_pretrained(str(folder))
 
     def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB [H,W,3] -> float32 [3,h,w] network input (h, w multiples of 14, both >= input_size)."""
@@ -80,6 +91,8 @@ class DepthEstimator:
 
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.processor is not None:
+            return [self._with_processor(image) for image in images]
         inputs = [self.preprocess(im) for im in images]
         results: list[np.ndarray | None] = [None] * len(images)
         # Images that resize to the same shape run as one batch.
@@ -94,10 +107,41 @@ class DepthEstimator:
             for j, i in enumerate(indices):
                 h, w = images[i].shape[:2]
                 d = F.interpolate(depth[j][None, None], size=(h, w), mode="bilinear", align_corners=True)[0, 0]
-                lo, hi = d.min(), d.max()
-                d = (d - lo) / (hi - lo) if hi > lo else torch.zeros_like(d)
-                results[i] = d.cpu().numpy()
+                results[i] = near_is_one(d, self.output)
         return results  # type: ignore[return-value]
+
+    def _with_processor(self, image: np.ndarray) -> np.ndarray:
+        """One image through the model's own image processor and post-processing (other architectures)."""
+        import inspect
+
+        size = image.shape[:2]
+        inputs = self.processor(images=image, return_tensors="pt").to(self.device)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            outputs = self.model(**inputs)
+        outputs.predicted_depth = outputs.predicted_depth.float()
+        post = self.processor.post_process_depth_estimation
+        extra = {"source_sizes": [size]} if "source_sizes" in inspect.signature(post).parameters else {}
+        depth = post(outputs, target_sizes=[size], **extra)[0]["predicted_depth"]  # padding removed (ZoeDepth)
+        return near_is_one(depth.float(), self.output)
+
+
+def output_kind(config) -> str:
+    """``relative`` (disparity-like, near = large: Depth Anything's relative models, DPT/MiDaS) or ``metric``
+    (depth in metres: ZoeDepth, Depth Pro, Prompt Depth Anything, Depth Anything's metric models, GLPN)."""
+    if config.model_type in ("depth_anything", "prompt_depth_anything"):
+        return "metric" if getattr(config, "depth_estimation_type", "relative") == "metric" else "relative"
+    return "relative" if config.model_type == "dpt" else "metric"
+
+
+def near_is_one(depth: torch.Tensor, output: str) -> np.ndarray:
+    """A predicted map [H,W] -> float32 [H,W] in [0,1], 1 = nearest: metric depth inverted (1/depth, depths
+    clamped at a thousandth of the farthest), then min-max normalised per image; a constant map -> zeros."""
+    if output == "metric":
+        depth = 1.0 / depth.clamp(min=max(float(depth.max()), 1e-6) * 1e-3)
+    lo, hi = depth.min(), depth.max()
+    depth = (depth - lo) / (hi - lo) if hi > lo else torch.zeros_like(depth)
+    return depth.cpu().numpy()
 
 
 def save_tiny_random_model(folder: str | os.PathLike) -> Path:
