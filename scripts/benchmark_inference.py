@@ -187,6 +187,51 @@ def _agreement(opts: argparse.Namespace, weights: str | None) -> list[dict]:
     return rows
 
 
+def time_depth(opts: argparse.Namespace, workdir: Path, segmentation_s: float | None) -> dict:
+    """Seconds per photo of the depth generator ``opts.depth_model`` on one --size² photo (median of --runs after
+    --warmup, in --dtype where the device runs it natively); with ``segmentation_s`` also the total and images/s,
+    beside the paper's FPS for its three generators (RTX 4090, depth included)."""
+    import numpy as np
+    import torch
+
+    from pdfnet.depth import DepthEstimator
+    from pdfnet.depth.architectures import DEPTH_ANYTHING_V2, save_random_depth_anything_v2
+    from pdfnet.depth.ids import PAPER_FPS, PRESETS
+
+    torch.set_num_threads(opts.threads)
+    name = PRESETS.get(opts.depth_model.removeprefix("PDFNet-"), opts.depth_model)
+    source = name
+    if name in DEPTH_ANYTHING_V2:  # the real architecture, random weights: the time does not depend on them
+        source = str(workdir / f"depth_anything_v2_{name}_random")
+        if not Path(source).is_dir():
+            save_random_depth_anything_v2(name, source)
+    estimator = DepthEstimator(source, device=opts.device, half=opts.dtype != "float32")
+    photo = np.random.default_rng(opts.seed).integers(0, 256, (opts.size, opts.size, 3), dtype=np.uint8)
+    times = []
+    for i in range(opts.warmup + opts.runs):
+        if estimator.device.type == "cuda":
+            torch.cuda.synchronize(estimator.device)
+        t = time.perf_counter()
+        estimator([photo])
+        if estimator.device.type == "cuda":
+            torch.cuda.synchronize(estimator.device)
+        if i >= opts.warmup:
+            times.append(time.perf_counter() - t)
+    row = {"depth_model": name, "parameters_m": round(sum(p.numel() for p in estimator.model.parameters()) / 1e6, 1),
+           "depth_s": statistics.median(times)}
+    line = f"depth {name}: {row['parameters_m']}M parameters, {row['depth_s']:.2f} s per {opts.size}² photo"
+    if segmentation_s is not None:
+        row.update(segmentation_s=segmentation_s, total_s=segmentation_s + row["depth_s"])
+        row["images_per_s"] = 1 / row["total_s"]
+        line += (f"; segmentation {segmentation_s:.2f} s; together {row['total_s']:.2f} s = "
+                 f"{row['images_per_s']:.3f} images/s")
+    if name in PAPER_FPS:
+        row["paper_fps_rtx4090"] = PAPER_FPS[name]
+        line += f" (paper, RTX 4090, depth included: {PAPER_FPS[name]} images/s)"
+    print(line)
+    return row
+
+
 def _spawn(impl: str, opts: argparse.Namespace, workdir: Path, weights: str | None) -> dict:
     res_path, npy = workdir / f"{impl}.json", workdir / f"{impl}.npy"
     dtype = "float32" if impl == "official" else opts.dtype  # the official code runs float32 only
@@ -231,6 +276,12 @@ def main() -> None:
     p.add_argument("--agreement", default="", help="also compare --dtype (bf16/fp16) with float32 on the images in "
                    "this folder: max |Δprob| and mask IoU at 0.5 per image, at --size")
     p.add_argument("--agreement_images", type=int, default=6, help="how many images of --agreement (sorted by name)")
+    p.add_argument("--depth_model", default="",
+                   help="also time a depth generator on one --size² photo and report depth, segmentation and both "
+                        "together: small/base/large (or S/B/L: the paper's PDFNet-S/B/L) time Depth Anything V2's real "
+                        "architecture with random weights (nothing to download); any other name, hub id or folder "
+                        "loads that model")
+    p.add_argument("--depth_only", action="store_true", help="with --depth_model: time the depth generator only")
     p.add_argument("--_child", dest="impl", default="", help=argparse.SUPPRESS)
     p.add_argument("--_result", dest="result", default="", help=argparse.SUPPRESS)
     p.add_argument("--_out_npy", dest="out_npy", default="", help=argparse.SUPPRESS)
@@ -247,8 +298,16 @@ def main() -> None:
     if opts.agreement and not Path(opts.agreement).is_dir():
         p.error(f"--agreement {opts.agreement}: not a folder")
 
+    if opts.depth_only and not opts.depth_model:
+        p.error("--depth_only needs --depth_model")
     if opts.impl:  # child process
         Path(opts.result).write_text(json.dumps(run_child(opts)))
+        return
+    if opts.depth_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            row = time_depth(opts, Path(opts.workdir or tmp), None)
+        if opts.json:
+            Path(opts.json).write_text(json.dumps({"end_to_end": row}, indent=2))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -300,6 +359,8 @@ def main() -> None:
             summary["max_abs_logit_diff"] = diff
             print(f"ratio ours/official: time {summary['time_ratio']:.2f}x, peak memory "
                   f"{summary['peak_mem_ratio']:.2f}x; max |logit diff| {diff:.2e}")
+        if opts.depth_model:
+            summary["end_to_end"] = time_depth(opts, workdir, results[-1]["per_image_s"])
         if opts.agreement:
             summary["agreement"] = _agreement(opts, weights)
         if opts.json:
