@@ -129,6 +129,9 @@ def parity(device: torch.device, quick: bool, checks: Checks, reference: Path) -
         if not (root / "manifest.json").is_file():
             out[version_dir] = f"skipped: {root / 'manifest.json'} absent"
             continue
+        if quick and device.type == "cpu":  # the paper-size model on a CPU: tests/test_official.py's job (~10 s)
+            out[version_dir] = "skipped: --quick on a CPU (tests/test_official.py checks parity there)"
+            continue
         sys.path.insert(0, str(reference))
         import official_weights  # type: ignore[import-not-found]
 
