@@ -592,8 +592,10 @@ def section_ddp(args, env: dict) -> dict:
     out = {"rows": []}
     for n in counts:
         result = Path(args.workdir) / f"ddp_{n}.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
-               str(Path(__file__).resolve()), "--_ddp_probe", str(result), "--device", args.device]
+        # One process needs no launcher (the plain step is the baseline): one interpreter start fewer.
+        launcher = [] if n == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)]
+        cmd = [sys.executable, *launcher, str(Path(__file__).resolve()), "--_ddp_probe", str(result), "--device",
+               args.device]
         if args.quick:
             cmd.append("--quick")
         env_vars = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -659,6 +661,18 @@ def _read_partial(args, name: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def run_in_process_of_its_own(cmd: list[str], partial: Path, limit: int) -> dict:
+    """A section in a process of its own, stopped at ``limit`` seconds; what it wrote before is kept."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+        return json.loads(partial.read_text()) if partial.is_file() else \
+            {"error": f"exit {done.returncode}: {done.stderr[-1500:]}"}
+    except subprocess.TimeoutExpired:
+        result = json.loads(partial.read_text()) if partial.is_file() else {}
+        result["timed_out"] = f"stopped at its {limit} s limit; rows measured before are kept"
+        return result
+
+
 def run_section(args, name: str) -> int:
     env = _read_partial(args, "environment")
     try:
@@ -720,6 +734,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "eager (dynamo capture only) on CPU, where inductor's C++ build of the step takes ~10 min)")
     p.add_argument("--limits", nargs="*", default=[], metavar="SECTION=SECONDS",
                    help="per-section time limits (defaults sum to < 8 min on a GPU)")
+    p.add_argument("--inline", action="store_true",
+                   help="run the sections in this process, without their time limits (the CPU check in the tests; "
+                        "a device run keeps each section in a process of its own)")
     p.add_argument("--workdir", default="", help=argparse.SUPPRESS)
     p.add_argument("--_section", default="", help=argparse.SUPPRESS)
     p.add_argument("--_ddp_probe", default="", help=argparse.SUPPRESS)
@@ -752,15 +769,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.quick:
                 cmd.append("--quick")
             started = time.perf_counter()
-            try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=limits[name])
-                result = json.loads((Path(workdir) / f"section_{name}.json").read_text()) \
-                    if (Path(workdir) / f"section_{name}.json").is_file() else \
-                    {"error": f"exit {done.returncode}: {done.stderr[-1500:]}"}
-            except subprocess.TimeoutExpired:
-                partial = Path(workdir) / f"section_{name}.json"
-                result = json.loads(partial.read_text()) if partial.is_file() else {}
-                result["timed_out"] = f"stopped at its {limits[name]} s limit; rows measured before are kept"
+            if args.inline:  # this process, no time limit: the CPU check of the sections' code (tests)
+                args.workdir = workdir
+                run_section(args, name)
+                result = json.loads((Path(workdir) / f"section_{name}.json").read_text())
+            else:
+                result = run_in_process_of_its_own(cmd, Path(workdir) / f"section_{name}.json", limits[name])
             result["seconds"] = round(time.perf_counter() - started, 1)
             report["results"][name] = result
             print(f"[{name}] {result['seconds']} s" + (f": {result['error'].splitlines()[0]}" if "error" in result

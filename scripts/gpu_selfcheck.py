@@ -231,6 +231,9 @@ def training(device: torch.device, quick: bool) -> dict:
 
 def compile_inference(device: torch.device, quick: bool, backend: str) -> dict:
     out = {"backend": backend}
+    if quick and device.type == "cpu":  # compiling on a CPU is checked by benchmark_gpu --quick and the test suite
+        out["skipped"] = "--quick on a CPU (compile is checked by benchmark_gpu --quick and tests/test_gpu_loop.py)"
+        return out
     model, size = _model(quick, device)
     batch = synthetic_batch(1, size, device)
 

@@ -138,8 +138,8 @@ def knobs_run(synthetic_root, tmp_path_factory):
     from test_train import _run_train, _weights, tiny_config
 
     out = tmp_path_factory.mktemp("knobs")
-    full = tiny_config(synthetic_root, out / "full", *OTHER_KNOBS, "train.epochs=2", "train.batch_size=4",
-                       "data.val_split=")
+    full = tiny_config(synthetic_root, out / "full", *OTHER_KNOBS, "train.epochs=2", "train.batch_size=8",
+                       "data.val_split=")  # one step an epoch: the resume is at an epoch boundary
     from pdfnet.engine.trainer import Trainer
 
     Trainer(full, show_progress=False).fit()
