@@ -85,7 +85,7 @@ def tiny_checkpoint(tmp_path):
 @pytest.fixture(scope="session")
 def knobs_checkpoint(tmp_path_factory):
     """Our checkpoint of a random tiny PDFNet with non-default knobs (test_knobs.OTHER_KNOBS: v2025.03, concat
-    fusion, a timm backbone, grad_checkpointing all, impl reference, 256² input)."""
+    fusion, a timm backbone, grad_checkpointing encoder, impl reference, 256² input)."""
     from test_knobs import OTHER_KNOBS
 
     from pdfnet.build import build_model

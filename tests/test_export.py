@@ -88,7 +88,7 @@ def run_docs_example(onnx_file, checkpoint, folder) -> None:
 
 def test_fixed_export_has_the_model_shape(knobs_checkpoint, tmp_path, capsys):
     """Through the `pdfnet export` command (the same main() as scripts/export_onnx.py), for a model with
-    non-default knobs (v2025.03, concat fusion, a timm backbone, grad_checkpointing all; tests/test_knobs.py)."""
+    non-default knobs (v2025.03, concat fusion, a timm backbone, grad_checkpointing encoder; tests/test_knobs.py)."""
     from pdfnet.cli import main
 
     out = tmp_path / "fixed.onnx"
