@@ -99,12 +99,17 @@ def apply_max_pixels(args: argparse.Namespace) -> None:
     set_max_pixels(args.max_pixels)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (bad values are exit-2 argument errors)."""
+def whole_number(text: str) -> int:
+    """``text`` as an int, or the argparse error that makes a bad value an exit-2 argument error."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (bad values are exit-2 argument errors)."""
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -113,10 +118,8 @@ def positive_int(text: str) -> int:
 def model_size(text: str) -> int:
     """argparse type of ``--size``: the model's input side, a multiple of 64 from 128 to data.size's upper bound."""
     from ..config import MAX_SIZE as upper
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+    value = whole_number(text)
     if value % 64 or not 128 <= value <= upper:
         raise argparse.ArgumentTypeError(f"must be a multiple of 64 from 128 to {upper} (the model's input), got "
                                          f"{value}")

@@ -23,16 +23,14 @@ from .common import (
     checkpoint_problem,
     configure_inference_backends,
     make_parser,
+    whole_number,
 )
 
 DEFAULT_EXAMPLES = Path("..") / "shared" / "data" / "dis5k-samples"
 
 
 def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
+    port = whole_number(text)
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
     return port

@@ -88,19 +88,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"error: no DIS-5K split folders in {args.data_root}; name them with --splits", file=sys.stderr)
         return 2
 
-    jobs: list[tuple[Path, Path]] = []
-    for split in splits:
-        try:
-            images = list_images(image_folder(args.data_root / split, args.image_dir))
-        except (FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        out_dir = args.data_root / split / args.out_name
-        if problem := writable_folder_problem(out_dir):  # before any work, not one failure per image after it
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
-        remove_stale_temp_files(out_dir)
-        jobs += [(path, out_dir / f"{stem}.png") for stem, path in images.items()]
+    try:
+        jobs = depth_jobs(args.data_root, splits, args.out_name, args.image_dir)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     todo = [(src, dst) for src, dst in jobs if args.overwrite or not dst.exists()]
 
     from ..device import DeviceError
@@ -112,15 +104,31 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        return compute_maps(args, len(jobs), todo, len(splits), ctx, device)
+        flag = "--model" if args.model else "--model_size"
+        return compute_maps(args, len(jobs), todo, len(splits), ctx, device, flag=flag, folder_flag="--model")
     finally:
         shutdown(ctx)
 
 
+def depth_jobs(root: Path, splits: list[str], out_name: str, image_dir: str | None) -> list[tuple[Path, Path]]:
+    """(image, map) pairs of every image of ``splits``, the maps at ``<split>/<out_name>/<stem>.png``. Each output
+    folder is checked before any work (OSError naming it) and cleared of what interrupted writes left there."""
+    jobs: list[tuple[Path, Path]] = []
+    for split in splits:
+        images = list_images(image_folder(root / split, image_dir))
+        out_dir = root / split / out_name
+        if problem := writable_folder_problem(out_dir):  # before any work, not one failure per image after it
+            raise OSError(problem)
+        remove_stale_temp_files(out_dir)
+        jobs += [(path, out_dir / f"{stem}.png") for stem, path in images.items()]
+    return jobs
+
+
 def compute_maps(args: argparse.Namespace, n_jobs: int, todo: list[tuple[Path, Path]], n_splits: int, ctx,
-                 device) -> int:
+                 device, flag: str, folder_flag: str | None) -> int:
     """Write the ``todo`` (image, map) pairs: this rank's share of the batches; returns the exit status (the same on
-    every rank: 0, 1 when any image failed anywhere, 2 when the model cannot be loaded)."""
+    every rank: 0, 1 when any image failed anywhere, 2 when the model cannot be loaded). ``flag`` names the option
+    that chose the model in errors (``folder_flag`` the one that takes a downloaded folder)."""
     from ..depth.anything import DepthEstimator, depth_to_u16
     from ..engine.distributed import barrier, gather_objects, shard, share_failure
 
@@ -136,9 +144,8 @@ def compute_maps(args: argparse.Namespace, n_jobs: int, todo: list[tuple[Path, P
         return 0
     estimator, error = None, None
     try:
-        flag = getattr(args, "flag", None) or ("--model" if args.model else "--model_size")
         estimator = DepthEstimator(args.model or args.model_size, device=device, input_size=args.input_size,
-                                   flag=flag, folder_flag=None if flag == "--depth_models" else "--model")
+                                   flag=flag, folder_flag=folder_flag)
     except (RuntimeError, FileNotFoundError) as err:
         error = err
     try:

@@ -114,6 +114,11 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     return args
 
 
+def split_names(split: str) -> list[str]:
+    """``--split`` -> the split folders it names: DIS-TE = DIS-TE1..4, all = DIS-VD and DIS-TE1..4."""
+    return {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(split, [split])
+
+
 def generator_folder(generator: str) -> str:
     """Where a generator's maps are cached inside a split: depth_large, depth_v1-small, depth_owner_model..."""
     return "depth_" + re.sub(r"[^A-Za-z0-9._-]+", "_", generator.strip("/")).strip("_")
@@ -122,20 +127,14 @@ def generator_folder(generator: str) -> str:
 def cache_generator_maps(args: argparse.Namespace, generator: str, ctx, device) -> str:
     """Compute the maps of ``generator`` that are not yet cached, for every split evaluated (sharded under
     torchrun, as ``pdfnet depth``); returns the folder name."""
-    from .depth import compute_maps, image_folder
+    from .depth import compute_maps, depth_jobs
 
     folder = generator_folder(generator)
-    splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
-    todo, total = [], 0
-    for split in splits:
-        if not (args.data_root / split).is_dir():
-            raise FileNotFoundError(f"split folder not found: {args.data_root / split} (--data_root, --split)")
-        images = list_images(image_folder(args.data_root / split, None))
-        total += len(images)
-        todo += [(path, args.data_root / split / folder / f"{stem}.png") for stem, path in images.items()
-                 if not (args.data_root / split / folder / f"{stem}.png").exists()]
-    options = argparse.Namespace(model=generator, model_size=None, input_size=518, batch_size=1, flag="--depth_models")
-    if compute_maps(options, total, todo, len(splits), ctx, device) != 0:
+    splits = split_names(args.split)
+    jobs = depth_jobs(args.data_root, splits, folder, None)
+    todo = [(src, dst) for src, dst in jobs if not dst.exists()]
+    options = argparse.Namespace(model=generator, model_size=None, input_size=518, batch_size=1)
+    if compute_maps(options, len(jobs), todo, len(splits), ctx, device, flag="--depth_models", folder_flag=None) != 0:
         raise RuntimeError(f"depth generator {generator}: some maps could not be made (listed above)")
     return folder
 
@@ -219,7 +218,7 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: str, ctx, device, severa
         save_dir = save_dir / _method_label(ckpt).replace("/", "_")  # run_a/best.pth -> run_a_best: no collisions
     hint = "pass --data_root DIR" + ("" if args.data_root else f"; the checkpoint's config says {cfg.data.root}")
     root = check_root(args.data_root or cfg.data.root, hint)
-    splits = {"DIS-TE": list(TEST_SPLITS), "all": ["DIS-VD", *TEST_SPLITS]}.get(args.split, [args.split])
+    splits = split_names(args.split)
     estimator = None
     if args.depth_model:
         from ..depth import DepthEstimator
@@ -323,7 +322,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         else:
             results, failures = evaluate_folders(args)
             by_ckpt = {"": results}
-    except (ValueError, FileNotFoundError, DatasetError, RuntimeError) as err:
+    except (ValueError, OSError, DatasetError, RuntimeError) as err:  # OSError: an output folder that is not writable
         print(f"error: {err}", file=sys.stderr)
         return 2
     if failures:

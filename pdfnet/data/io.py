@@ -91,8 +91,8 @@ _ENDINGS = {".png": b"IEND\xaeB`\x82", ".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9"
 
 def is_truncated(path: str | os.PathLike) -> bool:
     """Whether an image file was cut short (an interrupted download or copy). Decoders fill a truncated JPEG with
-    grey and go on, so it is checked here: a PNG or JPEG that ends with its end marker is complete (reading 16 bytes);
-    any other file is decoded in full, strictly."""
+    grey and go on, so it is checked here: a PNG or JPEG that ends with its end marker is complete (reading its last
+    KiB); any other file is decoded in full, strictly."""
     from PIL import Image
 
     path = Path(path)

@@ -41,7 +41,6 @@ GENERATORS = {
 # depth included; depth's share 47 / 91 / 127 ms).
 PRESETS = {"S": "small", "B": "base", "L": "large"}
 PAPER_FPS = {"small": 5.7, "base": 4.5, "large": 3.9}
-PAPER_DEPTH_MS = {"small": 47, "base": 91, "large": 127}
 MODEL_IDS = {name: g.hub_id for name, g in GENERATORS.items()}
 
 

@@ -78,10 +78,10 @@ class Segmenter:
         name = "cutout.png"
         if isinstance(image, (str, os.PathLike)):
             name = f"{Path(image).stem}_cutout.png"
-            image = read_rgb_u8(image)
-        image = np.ascontiguousarray(image[..., :3] if image.ndim == 3 else np.dstack([image] * 3), dtype=np.uint8)
-        if (problem := size_problem(image.shape[1], image.shape[0])) is not None:
+            image = read_rgb_u8(image)  # its size checked from the header, before decoding
+        elif (problem := size_problem(image.shape[1], image.shape[0])) is not None:  # pixels handed in directly
             raise ValueError(problem)
+        image = np.ascontiguousarray(image[..., :3] if image.ndim == 3 else np.dstack([image] * 3), dtype=np.uint8)
         if depth is None:
             if self.depth_fn is None:
                 raise ValueError("this demo runs without a depth model (--depth_model none): upload the image's depth "
