@@ -174,7 +174,7 @@ def section_environment(args) -> dict:
     device = resolve_device(args.device)
     out = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(device),
            "native_bf16": native_bf16(device), "date": time.strftime("%Y-%m-%d")}
-    n = 1024 if args.quick else 8192
+    n = 512 if args.quick else 8192
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         out.update(gpu=props.name, memory_gib=round(props.total_memory / 2**30, 1),
@@ -582,6 +582,8 @@ def section_data(args, env: dict) -> dict:
 
 def section_ddp(args, env: dict) -> dict:
     torch = _torch()
+    from pdfnet.device import resolve_device
+
     if args.device.startswith("cuda"):
         gpus = torch.cuda.device_count()
         if gpus < 2:
@@ -591,11 +593,17 @@ def section_ddp(args, env: dict) -> dict:
         counts = [1, 2]
     out = {"rows": []}
     for n in counts:
+        if n == 1:  # the plain step in this process is the baseline: no launcher, no interpreter start
+            try:
+                out["rows"].append(ddp_step_row(args, 1, resolve_device(args.device)))
+            except Exception as err:  # noqa: BLE001 - a failed row is reported in the table, as the others
+                out["rows"].append({"gpus": 1, "error": f"{type(err).__name__}: {err}"[-500:]})
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()  # the 2-GPU ranks below share GPU 0 with this process
+            continue
         result = Path(args.workdir) / f"ddp_{n}.json"
-        # One process needs no launcher (the plain step is the baseline): one interpreter start fewer.
-        launcher = [] if n == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)]
-        cmd = [sys.executable, *launcher, str(Path(__file__).resolve()), "--_ddp_probe", str(result), "--device",
-               args.device]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+               str(Path(__file__).resolve()), "--_ddp_probe", str(result), "--device", args.device]
         if args.quick:
             cmd.append("--quick")
         env_vars = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -611,31 +619,40 @@ def section_ddp(args, env: dict) -> dict:
     return out
 
 
-def ddp_probe(args) -> None:
-    """One rank of the DDP section: a timed training step (DDP as the trainer wraps it, eager) after a warm-up."""
+def ddp_step_row(args, world_size: int, device) -> dict:
+    """The DDP section's row for this process: a timed training step (DDP as the trainer wraps it when
+    ``world_size`` > 1, eager) after a warm-up."""
     torch = _torch()
-    import torch.distributed as dist
-
     from pdfnet.build import build_loss, build_model
     from pdfnet.device import training_amp_dtype
-    from pdfnet.engine.distributed import init_distributed, shutdown, wrap_ddp
+    from pdfnet.engine.distributed import wrap_ddp
     from pdfnet.engine.profiling import synthetic_batch, training_step
 
-    ctx, device = init_distributed(args.device)
     cfg = model_cfg(args, 128 if args.quick else 1024, **{"train.amp": "none" if device.type == "cpu" else "bf16"})
     torch.manual_seed(0)
     model = build_model(cfg, device).train()
-    ddp = wrap_ddp(model, device) if ctx.world_size > 1 else model  # one GPU: the plain step is the baseline
+    step_module = wrap_ddp(model, device) if world_size > 1 else model
     loss_fn = build_loss(cfg, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     amp_dtype = training_amp_dtype(device, cfg.train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    data = synthetic_batch(1, cfg.data.size, device, seed=ctx.rank)
-    r = timed(lambda: training_step(ddp, loss_fn, optimizer, scaler, data, amp_dtype, True), device,
+    rank = torch.distributed.get_rank() if world_size > 1 else 0
+    data = synthetic_batch(1, cfg.data.size, device, seed=rank)
+    r = timed(lambda: training_step(step_module, loss_fn, optimizer, scaler, data, amp_dtype, True), device,
               2 if args.quick else 5, warmup=sizes(args)["warmup"])
+    return {"gpus": world_size, "s_per_step": round(r["s"], 4), "images_per_s": round(world_size / r["s"], 2)}
+
+
+def ddp_probe(args) -> None:
+    """One rank of the DDP section's multi-GPU rows (under torchrun)."""
+    import torch.distributed as dist
+
+    from pdfnet.engine.distributed import init_distributed, shutdown
+
+    ctx, device = init_distributed(args.device)
+    row = ddp_step_row(args, ctx.world_size, device)
     if ctx.is_main:
-        Path(args._ddp_probe).write_text(json.dumps({"gpus": ctx.world_size, "s_per_step": round(r["s"], 4),
-                                                     "images_per_s": round(ctx.world_size / r["s"], 2)}))
+        Path(args._ddp_probe).write_text(json.dumps(row))
     if ctx.world_size > 1:
         dist.barrier()
     shutdown(ctx)

@@ -184,7 +184,7 @@ def _time(fn, device: torch.device, repeats: int) -> tuple[float, float]:
 
 
 def inference(device: torch.device, quick: bool) -> dict:
-    model, size = _model(quick, device)
+    model, size = _model(quick, device, 128 if quick else None)
     out = {"size": size}
     for batch_size in ((1, 2) if quick else (1, 8)):
         batch = synthetic_batch(batch_size, size, device)

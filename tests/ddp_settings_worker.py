@@ -1,7 +1,7 @@
 """One rank of a gloo group (tests/test_distributed_training.py starts two): one training step of the tiny model from
 the same weights and batch with (a) torch's default DDP settings, (b) the trainer's (``wrap_ddp``), (c) the
 trainer's on a model whose blocks are compiled (``train.compile=blocks``, eager backend, failing instead of falling
-back to eager), then one validation forward of each. Writes every variant's gradients and validation logits to
+back to eager), then (rank 0) one validation forward of each. Writes every variant's gradients and validation logits to
 ``--report DIR/rank<R>.pt``."""
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def main() -> int:
             seg = wrapped(data["image"], data["depth"])
             loss_fn(seg, data["mask"], data["depth_target"])[0].backward()
         grads[variant] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        with torch.no_grad():  # validation mode: the compiled blocks' other variants, still no eager fallback
-            grads[variant]["eval_logits"] = wrapped.module.eval()(data["image"], data["depth"])[0]
+        if ctx.rank == 0:  # validation mode (no DDP; the ranks alike): the compiled blocks' other variants, still
+            with torch.no_grad():  # no eager fallback
+                grads[variant]["eval_logits"] = wrapped.module.eval()(data["image"], data["depth"])[0]
     torch.save(grads, args.report / f"rank{ctx.rank}.pt")
     shutdown(ctx)
     return 0

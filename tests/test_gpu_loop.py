@@ -137,16 +137,20 @@ def test_background_writes_are_ordered_atomic_snapshots_and_failures_surface(tmp
     writer.close()
 
 
-def test_half_batched_validation_with_a_metric_pool_gives_pdfnet_eval_numbers(synthetic_root, tmp_path):
+def test_half_batched_validation_with_a_metric_pool_gives_pdfnet_eval_numbers(tmp_path):
     """Validation under train.val_half with batches of 3 and metrics in 2 worker processes reproduces what `pdfnet
     eval --half --batch_size 3` reports for best.pth, to the last digit."""
+    from pdfnet.data.synthetic import write_split
     from pdfnet.engine.trainer import Trainer
 
     sys.path.insert(0, str(REPO))
     import evaluate
 
-    cfg = load_config(None, [*TINY, f"data.root={synthetic_root}", f"train.out_dir={tmp_path / 'run'}",
-                             "train.epochs=1", "train.batch_size=8", "train.val_half=true",
+    root = tmp_path / "data"  # two training images: the step is not what is checked
+    write_split(root, "DIS-TR", 2, 128, seed=0)
+    write_split(root, "DIS-VD", 4, 128, seed=0, first_index=100)  # batches of 3: a full one and a smaller last one
+    cfg = load_config(None, [*TINY, f"data.root={root}", f"train.out_dir={tmp_path / 'run'}",
+                             "train.epochs=1", "train.batch_size=2", "train.val_half=true",
                              "train.val_batch_size=3", "train.val_workers=2", "train.device=cpu"])
     Trainer(cfg, show_progress=False).fit()
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
