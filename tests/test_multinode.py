@@ -51,8 +51,9 @@ def test_two_nodes_equal_one_node_with_an_elastic_restart(synthetic_root, tmp_pa
     (b) two torchrun launchers (--nnodes 2, --node_rank 0/1) on 127.0.0.1. Same weights, same history. (Neither is
     compared with an uninterrupted one-node run: a fault in the restart and one in the two-node rendezvous would not
     give the same weights; tests/test_train.py checks two processes against one.)"""
-    def opts(name: str) -> list[str]:
-        return _cli_opts(synthetic_root, tmp_path / name, "train.epochs=2", "train.save_every_steps=1")
+    def opts(name: str) -> list[str]:  # batches of 1: 4 steps an epoch, 3 checkpoints inside epoch 2 to catch
+        return _cli_opts(synthetic_root, tmp_path / name, "train.epochs=2", "train.save_every_steps=1",
+                         "train.batch_size=1")
 
     train = [str(REPO / "train.py"), "--no_progress"]
     # (a) SIGKILL one worker once a checkpoint from inside epoch 2 exists; torchrun restarts the group, which
