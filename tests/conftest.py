@@ -100,6 +100,17 @@ def knobs_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def two_image_root(tmp_path_factory):
+    """DIS-TR and DIS-VD of 2 synthetic scenes each, 128 px: for tests of what a run does, not of how many steps."""
+    from pdfnet.data.synthetic import write_split
+
+    root = tmp_path_factory.mktemp("two_image_dis")
+    write_split(root, "DIS-TR", 2, 128, seed=0)
+    write_split(root, "DIS-VD", 2, 128, seed=0, first_index=100)
+    return root
+
+
+@pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A tiny synthetic DIS-5K tree: DIS-TR (8 scenes) and DIS-VD (2), 128 px."""
     from pdfnet.data.synthetic import write_split

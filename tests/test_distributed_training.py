@@ -107,16 +107,16 @@ def test_fp16_loss_scaling_with_a_skipped_batch_on_cpu(synthetic_root, tmp_path)
     assert ckpt["scaler"]["scale"] > 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
-def test_resuming_with_another_amp_starts_or_drops_the_loss_scale_and_says_so(synthetic_root, tmp_path):
-    one_step = ("data.val_split=''", "train.batch_size=8")  # one optimizer step per epoch
-    plain = tiny_config(synthetic_root, tmp_path / "plain", "train.epochs=1", *one_step)
+def test_resuming_with_another_amp_starts_or_drops_the_loss_scale_and_says_so(two_image_root, tmp_path):
+    one_step = ("data.val_split=''", "train.batch_size=2")  # one optimizer step per epoch
+    plain = tiny_config(two_image_root, tmp_path / "plain", "train.epochs=1", *one_step)
     Trainer(plain, show_progress=False).fit()
-    to_fp16 = tiny_config(synthetic_root, tmp_path / "plain", "train.epochs=2", "train.amp=fp16", *one_step)
+    to_fp16 = tiny_config(two_image_root, tmp_path / "plain", "train.epochs=2", "train.amp=fp16", *one_step)
     trainer = Trainer(to_fp16, resume=tmp_path / "plain" / "last.pth", show_progress=False)
     trainer.fit()
     log = (tmp_path / "plain" / "train.log").read_text()
     assert "trained without fp16 loss scaling: starting a fresh loss scale" in log
-    back = tiny_config(synthetic_root, tmp_path / "plain", "train.epochs=3", *one_step)
+    back = tiny_config(two_image_root, tmp_path / "plain", "train.epochs=3", *one_step)
     Trainer(back, resume=tmp_path / "plain" / "last.pth", show_progress=False).fit()
     assert "the stored loss scale is dropped" in (tmp_path / "plain" / "train.log").read_text()
 
@@ -143,9 +143,9 @@ def test_the_training_loop_syncs_with_the_host_once_per_optimizer_step(synthetic
     assert trainer.state.step == 4 and syncs["n"] == trainer.state.step, syncs  # 8 micro-batches, 4 steps
 
 
-def test_bf16_autocast_trains_on_cpu_and_the_log_says_so(synthetic_root, tmp_path):
-    cfg = tiny_config(synthetic_root, tmp_path / "amp", "train.epochs=1", "train.amp=bf16", "data.val_split=''",
-                      "train.batch_size=8")
+def test_bf16_autocast_trains_on_cpu_and_the_log_says_so(two_image_root, tmp_path):
+    cfg = tiny_config(two_image_root, tmp_path / "amp", "train.epochs=1", "train.amp=bf16", "data.val_split=''",
+                      "train.batch_size=2")
     trainer = Trainer(cfg, show_progress=False)
     assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
     trainer.fit()

@@ -132,16 +132,13 @@ def test_a_timm_backbone_keeps_its_derived_buffers_when_built_around_a_checkpoin
 
 
 @pytest.fixture(scope="module")
-def knobs_run(tmp_path_factory):
+def knobs_run(two_image_root, tmp_path_factory):
     """A short training run (2 epochs) of a tiny model with non-default knobs, and the same run stopped after
     epoch 1 and resumed."""
     from test_train import _run_train, _weights, tiny_config
 
-    from pdfnet.data.synthetic import write_split
-
     out = tmp_path_factory.mktemp("knobs")
-    write_split(out / "data", "DIS-TR", 2, 128, seed=0)  # two images: what is checked is the resume, not the steps
-    full = tiny_config(out / "data", out / "full", *OTHER_KNOBS, "train.epochs=2", "train.batch_size=2",
+    full = tiny_config(two_image_root, out / "full", *OTHER_KNOBS, "train.epochs=2", "train.batch_size=2",
                        "data.val_split=")  # one step an epoch: the resume is at an epoch boundary
     from pdfnet.engine.trainer import Trainer
 

@@ -142,13 +142,13 @@ def test_lr_schedule_constant_warmup_and_cosine():
     assert lr_factor(30, cfg, 10) == pytest.approx(1e-2)  # min_lr / lr at the end
 
 
-def test_exact_resume_after_a_stop(synthetic_root, tmp_path):
-    common = ("train.save_every_steps=1",)
-    _run_train(*_cli_opts(synthetic_root, tmp_path / "full", "train.epochs=2", *common))
+def test_exact_resume_after_a_stop(two_image_root, tmp_path):
+    common = ("train.save_every_steps=1", "train.batch_size=1")  # 2 steps an epoch
+    _run_train(*_cli_opts(two_image_root, tmp_path / "full", "train.epochs=2", *common))
     reference = _weights(tmp_path / "full" / "last.pth")
 
     # Stop after epoch 1, then resume to epoch 2 (the stored config, with train.epochs changed).
-    _run_train(*_cli_opts(synthetic_root, tmp_path / "stop", "train.epochs=1", *common))
+    _run_train(*_cli_opts(two_image_root, tmp_path / "stop", "train.epochs=1", *common))
     _run_train("--resume", str(tmp_path / "stop" / "last.pth"), "--opt", "train.epochs=2")
     _assert_bitwise_equal(reference, _weights(tmp_path / "stop" / "last.pth"))
     full_history = (tmp_path / "full" / "history.jsonl").read_text().splitlines()
