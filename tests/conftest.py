@@ -99,23 +99,21 @@ def knobs_checkpoint(tmp_path_factory):
     return path
 
 
+def _synthetic_tree(root: Path, train: int, val: int) -> Path:
+    from pdfnet.data.synthetic import write_split
+
+    write_split(root, "DIS-TR", train, 128, seed=0)
+    write_split(root, "DIS-VD", val, 128, seed=0, first_index=100)
+    return root
+
+
 @pytest.fixture(scope="session")
 def two_image_root(tmp_path_factory):
     """DIS-TR and DIS-VD of 2 synthetic scenes each, 128 px: for tests of what a run does, not of how many steps."""
-    from pdfnet.data.synthetic import write_split
-
-    root = tmp_path_factory.mktemp("two_image_dis")
-    write_split(root, "DIS-TR", 2, 128, seed=0)
-    write_split(root, "DIS-VD", 2, 128, seed=0, first_index=100)
-    return root
+    return _synthetic_tree(tmp_path_factory.mktemp("two_image_dis"), 2, 2)
 
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A tiny synthetic DIS-5K tree: DIS-TR (8 scenes) and DIS-VD (2), 128 px."""
-    from pdfnet.data.synthetic import write_split
-
-    root = tmp_path_factory.mktemp("synthetic_dis")
-    write_split(root, "DIS-TR", 8, 128, seed=0)
-    write_split(root, "DIS-VD", 2, 128, seed=0, first_index=100)
-    return root
+    return _synthetic_tree(tmp_path_factory.mktemp("synthetic_dis"), 8, 2)

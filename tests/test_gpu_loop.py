@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, _synthetic_tree
 from pdfnet import device as devices
 from pdfnet.build import build_model
 from pdfnet.config import OptimConfig, load_config
@@ -140,15 +140,14 @@ def test_background_writes_are_ordered_atomic_snapshots_and_failures_surface(tmp
 def test_half_batched_validation_with_a_metric_pool_gives_pdfnet_eval_numbers(tmp_path):
     """Validation under train.val_half with batches of 3 and metrics in 2 worker processes reproduces what `pdfnet
     eval --half --batch_size 3` reports for best.pth, to the last digit."""
-    from pdfnet.data.synthetic import write_split
     from pdfnet.engine.trainer import Trainer
 
     sys.path.insert(0, str(REPO))
     import evaluate
 
-    root = tmp_path / "data"  # two training images: the step is not what is checked
-    write_split(root, "DIS-TR", 2, 128, seed=0)
-    write_split(root, "DIS-VD", 4, 128, seed=0, first_index=100)  # batches of 3: a full one and a smaller last one
+    # Two training images (the step is not what is checked); four to validate in batches of 3: a full one and a
+    # smaller last one.
+    root = _synthetic_tree(tmp_path / "data", 2, 4)
     cfg = load_config(None, [*TINY, f"data.root={root}", f"train.out_dir={tmp_path / 'run'}",
                              "train.epochs=1", "train.batch_size=2", "train.val_half=true",
                              "train.val_batch_size=3", "train.val_workers=2", "train.device=cpu"])
