@@ -516,11 +516,9 @@ def section_end_to_end(args, env: dict) -> dict:
     out = {"size": size, "rows": []}
     for depth_size in (("tiny",) if args.quick else ("small", "base", "large")):
         folder = Path(args.workdir) / f"depth_anything_v2_{depth_size}"
-        if folder.is_dir():
-            pass
-        elif depth_size == "tiny":  # --quick: a tiny Depth Anything (the code path, not the real size's time)
+        if depth_size == "tiny":  # --quick: a tiny Depth Anything (the code path, not the real size's time)
             save_tiny_random_model(folder)
-        else:
+        elif not folder.is_dir():
             save_random_depth_anything_v2(depth_size, folder)
         estimator = DepthEstimator(str(folder), device=device)
         depth_map = estimator([photo])[0]

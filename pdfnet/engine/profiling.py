@@ -291,7 +291,7 @@ def count_training_ops(cfg: Config, batch: int, impl: str | None = None,
     device = torch.device("cpu")
     amp_dtype = training_amp_dtype(device, cfg.train.amp)
     if progress:
-        progress("building the model (no initialisation: parameters on meta, then fake storage)")
+        progress("building the model" + (" (no initialisation: parameters on meta, then fake storage)" if fake else ""))
     with parameters_on_meta() if fake else contextlib.nullcontext():
         model = IMPLEMENTATIONS.get(cfg.model.impl)(PDFNet.from_config(cfg.model)).train()
     loss_fn = IMPLEMENTATIONS.get(cfg.model.impl)(PDFNetLoss.from_config(cfg))
